@@ -1,0 +1,280 @@
+"""The only module that runs SQL: one typed method per named query in ``sql/queries.sql``.
+
+Queries are loaded once, with the schema name substituted (it is validated against a
+strict pattern and quoted, so it is never user-controlled SQL). Everything else is a bound
+parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
+Row = Any
+
+
+@cache
+def _raw_queries() -> dict[str, str]:
+    text = resources.files("soniq").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
+        name, _, body = block.partition("\n")
+        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
+        out[name.strip()] = "\n".join(lines).strip()
+    return out
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def load_queries(schema: str) -> dict[str, str]:
+    """All named queries with ``{schema}`` filled in."""
+    q = quote_ident(schema)
+    return {k: v.replace("{schema}", q) for k, v in _raw_queries().items()}
+
+
+def advisory_key(schema: str, purpose: str) -> int:
+    """A stable 63-bit advisory lock key for ``purpose`` in ``schema``."""
+    digest = zlib.crc32(f"soniq:{schema}:{purpose}".encode())
+    return (digest << 16) | 0x50C1  # distinct from small integer keys users pick
+
+
+def parse_uuid(job_id: object) -> uuid.UUID | None:
+    """The UUID of a job id, or None when it is malformed."""
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    if not isinstance(job_id, str):
+        return None
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        return None
+
+
+def _decode_json(value: str) -> Any:
+    return json.loads(value)
+
+
+def _encode_json(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+async def init_connection(conn: Conn) -> None:
+    """Per-connection setup for soniq's own pools: jsonb columns decode to Python."""
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typ, encoder=_encode_json, decoder=_decode_json, schema="pg_catalog"
+        )
+
+
+class Database:
+    """Named queries against one schema, over one asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.q = load_queries(schema)
+        self.channel = f"soniq_{schema}"
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    async def job_insert(
+        self,
+        conn: Conn | None,
+        job_id: uuid.UUID,
+        job_name: str,
+        queue: str,
+        priority: int,
+        args_json: str,
+        max_attempts: int,
+        scheduled_at: datetime | None,
+        dedup_key: str | None,
+    ) -> uuid.UUID | None:
+        """Insert a job; returns None when an active job holds ``dedup_key``."""
+        c = conn if conn is not None else self.pool
+        if dedup_key is None:
+            await c.execute(
+                self.q["job_insert_plain"], job_id, job_name, queue, priority, args_json,
+                max_attempts, scheduled_at, self.channel,
+            )
+            return job_id
+        row = await c.fetchrow(
+            self.q["job_insert"], job_id, job_name, queue, priority, args_json,
+            max_attempts, scheduled_at, dedup_key, self.channel,
+        )
+        return None if row is None else row["id"]
+
+    async def job_get_active_by_dedup_key(
+        self, conn: Conn | None, dedup_key: str
+    ) -> uuid.UUID | None:
+        c = conn if conn is not None else self.pool
+        value = await c.fetchval(self.q["job_get_active_by_dedup_key"], dedup_key)
+        return value  # type: ignore[no-any-return]
+
+    async def job_insert_many(
+        self,
+        conn: Conn | None,
+        ids: Sequence[uuid.UUID],
+        job_name: str,
+        queue: str,
+        priority: int,
+        args_json: Sequence[str],
+        max_attempts: int,
+        scheduled_at: datetime | None,
+    ) -> int:
+        c = conn if conn is not None else self.pool
+        row = await c.fetchrow(
+            self.q["job_insert_many"], ids, job_name, queue, priority, args_json,
+            max_attempts, scheduled_at, self.channel,
+        )
+        return int(row["inserted"])
+
+    # -- worker hot path -------------------------------------------------------------------
+
+    async def job_claim(
+        self, conn: Conn, worker_id: str, limit: int, queues: Sequence[str] | None
+    ) -> list[Row]:
+        if queues:
+            return await conn.fetch(  # type: ignore[no-any-return]
+                self.q["job_claim_queues"], worker_id, limit, list(queues)
+            )
+        return await conn.fetch(self.q["job_claim"], worker_id, limit)  # type: ignore[no-any-return]
+
+    async def job_complete_many(
+        self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID], results: Sequence[str | None]
+    ) -> list[Row]:
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.q["job_complete_many"], ids, results, worker_id
+        )
+
+    async def job_set_outcome_many(
+        self, conn: Conn, worker_id: str, outcomes: Sequence[str]
+    ) -> list[Row]:
+        """``outcomes``: JSON objects with id, status, delay, refund, error, reason."""
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.q["job_set_outcome_many"], outcomes, worker_id
+        )
+
+    async def job_return_many(
+        self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID]
+    ) -> list[Row]:
+        return await conn.fetch(self.q["job_return_many"], ids, worker_id)  # type: ignore[no-any-return]
+
+    async def job_return_orphans(
+        self, conn: Conn, worker_id: str, running: Sequence[uuid.UUID]
+    ) -> list[Row]:
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.q["job_return_orphans"], worker_id, list(running)
+        )
+
+    async def job_rescue_stale(self, conn: Conn, heartbeat_timeout: float) -> list[Row]:
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.q["job_rescue_stale"], float(heartbeat_timeout)
+        )
+
+    async def job_prune_finished(self, conn: Conn, older_than: float, limit: int) -> int:
+        rows = await conn.fetch(self.q["job_prune_finished"], float(older_than), limit)
+        return len(rows)
+
+    # -- management ------------------------------------------------------------------------
+
+    async def job_get(self, job_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["job_get"], job_id)
+
+    async def job_get_result(self, job_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["job_get_result"], job_id)
+
+    async def job_list(
+        self, status: str | None, queue: str | None, job_name: str | None, limit: int, offset: int
+    ) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["job_list"], status, queue, job_name, limit, offset
+        )
+
+    async def job_cancel(self, job_id: uuid.UUID) -> bool:
+        return await self.pool.fetchval(self.q["job_cancel"], job_id) is not None
+
+    async def job_delete(self, job_id: uuid.UUID) -> bool:
+        return await self.pool.fetchval(self.q["job_delete"], job_id) is not None
+
+    async def job_retry_dead(self, job_id: uuid.UUID) -> bool:
+        row = await self.pool.fetchrow(self.q["job_retry_dead"], job_id, self.channel)
+        return row is not None
+
+    async def job_count_by_status(self) -> dict[str, int]:
+        rows = await self.pool.fetch(self.q["job_count_by_status"])
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    async def queue_stats(self) -> list[Row]:
+        return await self.pool.fetch(self.q["queue_stats"])  # type: ignore[no-any-return]
+
+    async def dead_letter_list(self, limit: int, offset: int, job_name: str | None) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["dead_letter_list"], limit, offset, job_name
+        )
+
+    async def dead_letter_get(self, job_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["dead_letter_get"], job_id)
+
+    async def dead_letter_mark_replayed(self, conn: Conn, job_id: uuid.UUID) -> int | None:
+        return await conn.fetchval(  # type: ignore[no-any-return]
+            self.q["dead_letter_mark_replayed"], job_id
+        )
+
+    async def dead_letter_delete(self, job_id: uuid.UUID) -> bool:
+        return await self.pool.fetchval(self.q["dead_letter_delete"], job_id) is not None
+
+    async def dead_letter_stats(self) -> dict[str, int]:
+        rows = await self.pool.fetch(self.q["dead_letter_stats"])
+        return {r["reason"]: int(r["n"]) for r in rows}
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def worker_register(
+        self, conn: Conn, worker_id: str, hostname: str, pid: int,
+        queues: Sequence[str] | None, concurrency: int,
+    ) -> None:
+        await conn.execute(
+            self.q["worker_register"], worker_id, hostname, pid,
+            list(queues) if queues else None, concurrency,
+        )
+
+    async def worker_heartbeat(self, conn: Conn, worker_id: str, in_flight: int) -> bool:
+        return await conn.fetchval(self.q["worker_heartbeat"], worker_id, in_flight) is not None
+
+    async def worker_stop(self, conn: Conn, worker_id: str) -> None:
+        await conn.execute(self.q["worker_stop"], worker_id)
+
+    async def worker_list(self, heartbeat_timeout: float) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["worker_list"], float(heartbeat_timeout)
+        )
+
+    async def worker_prune(self, conn: Conn, older_than: float) -> int:
+        rows = await conn.fetch(self.q["worker_prune"], float(older_than))
+        return len(rows)
+
+    # -- locks -----------------------------------------------------------------------------
+
+    async def lock_try(self, conn: Conn, key: int) -> bool:
+        return bool(await conn.fetchval(self.q["lock_try"], key))
+
+    async def lock_release(self, conn: Conn, key: int) -> bool:
+        return bool(await conn.fetchval(self.q["lock_release"], key))

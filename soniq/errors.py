@@ -1,0 +1,31 @@
+"""Exceptions whose messages name the problem and the fix.
+
+Every error soniq raises on bad input is a :class:`SoniqError` with a stable
+``error_code`` that scripts and tests can match on.
+"""
+
+from __future__ import annotations
+
+SETTINGS_INVALID = "SONIQ_SETTINGS_INVALID"
+UNKNOWN_TASK_NAME = "SONIQ_UNKNOWN_TASK_NAME"
+TASK_ARGS_INVALID = "SONIQ_TASK_ARGS_INVALID"
+ENQUEUE_INVALID = "SONIQ_ENQUEUE_INVALID"
+TASK_INVALID = "SONIQ_TASK_INVALID"
+SCHEDULE_INVALID = "SONIQ_SCHEDULE_INVALID"
+DATABASE_UNAVAILABLE = "SONIQ_DATABASE_UNAVAILABLE"
+EMBEDDED_UNAVAILABLE = "SONIQ_EMBEDDED_UNAVAILABLE"
+JOBS_MODULES_MISSING = "SONIQ_JOBS_MODULES_MISSING"
+JOBS_MODULE_IMPORT = "SONIQ_JOBS_MODULE_IMPORT"
+NOT_FOUND = "SONIQ_NOT_FOUND"
+
+
+class SoniqError(Exception):
+    """An error with a stable ``error_code`` and a message that names the fix."""
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"[{self.error_code}] {self.message}"

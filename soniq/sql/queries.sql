@@ -1,0 +1,270 @@
+-- Every query soniq runs, by name. Only soniq/db.py executes them.
+-- "{schema}" is replaced by the configured (validated, quoted) schema name.
+-- Names are entity first, then verb.
+
+-- name: job_insert
+-- One round trip: insert (or find the active duplicate by dedup key) and wake workers.
+WITH ins AS (
+    INSERT INTO {schema}.soniq_jobs
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at, dedup_key)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()), $8)
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('queued', 'processing')
+    DO NOTHING
+    RETURNING id, queue, scheduled_at
+)
+SELECT id, CASE WHEN scheduled_at <= now() THEN pg_notify($9, queue) END AS notified FROM ins
+
+-- name: job_insert_plain
+-- Same as job_insert, without a dedup key (its hot path).
+WITH ins AS (
+    INSERT INTO {schema}.soniq_jobs
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()))
+    RETURNING queue, scheduled_at
+)
+SELECT CASE WHEN scheduled_at <= now() THEN pg_notify($8, queue) END FROM ins
+
+-- name: job_get_active_by_dedup_key
+SELECT id FROM {schema}.soniq_jobs
+WHERE dedup_key = $1 AND status IN ('queued', 'processing')
+
+-- name: job_insert_many
+WITH ins AS (
+    INSERT INTO {schema}.soniq_jobs
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at)
+    SELECT i, $2, $3, $4, a, $6, COALESCE($7, now())
+    FROM unnest($1::uuid[], $5::jsonb[]) AS t(i, a)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins) AS inserted,
+       CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END AS notified
+
+-- name: job_claim
+-- Claim up to $2 due jobs of any queue for worker $1, in claim order, in one statement.
+WITH due AS (
+    SELECT id FROM {schema}.soniq_jobs
+    WHERE status = 'queued' AND scheduled_at <= now()
+    ORDER BY priority, scheduled_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+          j.created_at, j.scheduled_at
+
+-- name: job_claim_queues
+-- Claim up to $2 due jobs of the queues $3 for worker $1; each queue walks its own index range.
+WITH due AS (
+    SELECT c.id FROM unnest($3::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
+        WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
+        ORDER BY priority, scheduled_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT $2
+)
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+          j.created_at, j.scheduled_at
+
+-- name: job_complete_many
+-- The success path, batched: set done only if still processing by this worker.
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'done', finished_at = now(), result = r.result
+FROM unnest($1::uuid[], $2::jsonb[]) AS r(id, result)
+WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $3
+RETURNING j.id
+
+-- name: job_set_outcome_many
+-- Every other outcome, batched, through the same guard ("still processing by me").
+UPDATE {schema}.soniq_jobs AS j
+SET status = r.status,
+    scheduled_at = CASE WHEN r.status = 'queued'
+                        THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
+    attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
+    finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
+    last_error = COALESCE(r.error, j.last_error),
+    errors = CASE WHEN r.error IS NULL THEN j.errors
+                  ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $2))
+             END,
+    dead_reason = r.reason,
+    dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
+FROM unnest($1::jsonb[]) AS x(o),
+     LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
+                     COALESCE((x.o->>'delay')::float8, 0) AS delay,
+                     COALESCE((x.o->>'refund')::boolean, false) AS refund,
+                     x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
+WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $2
+RETURNING j.id, j.status, j.scheduled_at <= now() AS due_now, j.queue
+
+-- name: job_return_many
+-- Shutdown or reconnect: give jobs back to the queue without spending the attempt.
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'queued', attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
+    started_at = NULL
+WHERE j.id = ANY($1::uuid[]) AND j.status = 'processing' AND j.worker_id = $2
+RETURNING j.id
+
+-- name: job_return_orphans
+-- Jobs the database says this worker holds but the worker is not running (a claim whose
+-- answer was lost with the connection): back to the queue, attempt refunded.
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'queued', attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
+    started_at = NULL
+WHERE j.status = 'processing' AND j.worker_id = $1 AND NOT (j.id = ANY($2::uuid[]))
+RETURNING j.id
+
+-- name: job_rescue_stale
+-- Jobs whose worker's heartbeat is older than $1 seconds (or gone): back to the queue,
+-- or dead-lettered when that was their last attempt.
+UPDATE {schema}.soniq_jobs AS j
+SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead_letter' ELSE 'queued' END,
+    scheduled_at = now(),
+    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+    dead_reason = CASE WHEN j.attempts >= j.max_attempts THEN 'max_retries_exceeded' END,
+    dead_lettered_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+    last_error = 'worker ' || j.worker_id || ' stopped heartbeating while running attempt '
+                 || j.attempts || ' (process killed or lost its database)',
+    errors = COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempts, 'error', 'worker lost: ' || j.worker_id, 'at', now()))
+WHERE j.status = 'processing'
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.soniq_workers AS w
+      WHERE w.id = j.worker_id AND w.stopped_at IS NULL
+        AND w.heartbeat_at >= now() - make_interval(secs => $1))
+RETURNING j.id, j.status, j.worker_id
+
+-- name: job_get
+SELECT id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
+       scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key, errors,
+       dead_reason, dead_lettered_at, resurrection_count
+FROM {schema}.soniq_jobs WHERE id = $1
+
+-- name: job_get_result
+SELECT status, result FROM {schema}.soniq_jobs WHERE id = $1
+
+-- name: job_list
+SELECT id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
+       scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key,
+       dead_reason, dead_lettered_at, resurrection_count
+FROM {schema}.soniq_jobs
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR job_name = $3)
+ORDER BY id DESC
+LIMIT $4 OFFSET $5
+
+-- name: job_cancel
+UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
+WHERE id = $1 AND status = 'queued'
+RETURNING id
+
+-- name: job_delete
+DELETE FROM {schema}.soniq_jobs WHERE id = $1 RETURNING id
+
+-- name: job_retry_dead
+-- A dead-lettered job back to queued under its own id, with one more attempt allowed.
+WITH upd AS (
+    UPDATE {schema}.soniq_jobs
+    SET status = 'queued', scheduled_at = now(), finished_at = NULL,
+        max_attempts = GREATEST(max_attempts, attempts + 1),
+        dead_reason = NULL, dead_lettered_at = NULL, worker_id = NULL
+    WHERE id = $1 AND status = 'dead_letter'
+    RETURNING id, queue
+)
+SELECT id, pg_notify($2, queue) FROM upd
+
+-- name: job_count_by_status
+SELECT status, count(*) AS n FROM {schema}.soniq_jobs GROUP BY status
+
+-- name: queue_stats
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'done') AS done,
+       count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       EXTRACT(EPOCH FROM now() - min(scheduled_at)
+               FILTER (WHERE status = 'queued' AND scheduled_at <= now()))::float8
+           AS oldest_queued_age
+FROM {schema}.soniq_jobs
+GROUP BY queue
+ORDER BY queue
+
+-- name: dead_letter_list
+SELECT id, job_name, queue, args, attempts, last_error, dead_reason, resurrection_count,
+       dead_lettered_at
+FROM {schema}.soniq_jobs
+WHERE status = 'dead_letter' AND ($3::text IS NULL OR job_name = $3)
+ORDER BY dead_lettered_at DESC, id DESC
+LIMIT $1 OFFSET $2
+
+-- name: dead_letter_get
+SELECT id, job_name, queue, args, attempts, last_error, dead_reason, resurrection_count,
+       dead_lettered_at, priority, max_attempts
+FROM {schema}.soniq_jobs
+WHERE id = $1 AND status = 'dead_letter'
+
+-- name: dead_letter_mark_replayed
+UPDATE {schema}.soniq_jobs SET resurrection_count = resurrection_count + 1
+WHERE id = $1 AND status = 'dead_letter'
+RETURNING resurrection_count
+
+-- name: dead_letter_delete
+DELETE FROM {schema}.soniq_jobs WHERE id = $1 AND status = 'dead_letter' RETURNING id
+
+-- name: dead_letter_stats
+SELECT COALESCE(dead_reason, 'max_retries_exceeded') AS reason, count(*) AS n
+FROM {schema}.soniq_jobs WHERE status = 'dead_letter' GROUP BY 1
+
+-- name: worker_register
+INSERT INTO {schema}.soniq_workers (id, hostname, pid, queues, concurrency)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), stopped_at = NULL
+
+-- name: worker_heartbeat
+UPDATE {schema}.soniq_workers SET heartbeat_at = now(), in_flight = $2
+WHERE id = $1 AND stopped_at IS NULL
+RETURNING id
+
+-- name: worker_stop
+UPDATE {schema}.soniq_workers SET stopped_at = now(), in_flight = 0 WHERE id = $1
+
+-- name: worker_list
+SELECT id, hostname, pid, queues, concurrency, in_flight, started_at, heartbeat_at, stopped_at,
+       stopped_at IS NULL AND heartbeat_at >= now() - make_interval(secs => $1) AS alive
+FROM {schema}.soniq_workers
+ORDER BY started_at DESC
+
+-- name: worker_prune
+-- Worker rows that stopped, or went silent, more than $1 seconds ago and hold no job.
+DELETE FROM {schema}.soniq_workers AS w
+WHERE COALESCE(w.stopped_at, w.heartbeat_at) < now() - make_interval(secs => $1)
+  AND NOT EXISTS (SELECT 1 FROM {schema}.soniq_jobs AS j
+                  WHERE j.status = 'processing' AND j.worker_id = w.id)
+RETURNING w.id
+
+-- name: job_prune_finished
+-- Finished jobs older than $1 seconds, at most $2 per call.
+DELETE FROM {schema}.soniq_jobs
+WHERE id IN (SELECT id FROM {schema}.soniq_jobs
+             WHERE status IN ('done', 'cancelled')
+               AND finished_at < now() - make_interval(secs => $1)
+             ORDER BY finished_at
+             LIMIT $2)
+RETURNING id
+
+-- name: lock_try
+SELECT pg_try_advisory_lock($1)
+
+-- name: lock_release
+SELECT pg_advisory_unlock($1)
