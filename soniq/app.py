@@ -46,7 +46,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
@@ -79,6 +79,8 @@ class Soniq:
         self.after_job_hooks: list[Callable[..., Awaitable[Any]]] = []
         self.on_error_hooks: list[Callable[..., Awaitable[Any]]] = []
         self.middlewares: list[Callable[..., Awaitable[Any]]] = []
+        # Objects told about enqueues and job outcomes (e.g. soniq.contrib.metrics).
+        self.observers: list[Any] = []
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self)
         self.embedded = False
@@ -433,6 +435,8 @@ class Soniq:
                     scheduled_at, dedup_key,
                 )
                 if got is not None:
+                    for observer in self.observers:
+                        observer.job_enqueued(queue, name, 1)
                     return str(got)
                 assert dedup_key is not None
                 existing = await db.job_get_active_by_dedup_key(connection, dedup_key)
@@ -486,6 +490,8 @@ class Soniq:
             await db.job_insert_many(connection, ids, name, q, prio, payloads, max_attempts, when)
         except asyncpg.UndefinedTableError:
             raise self._not_set_up() from None
+        for observer in self.observers:
+            observer.job_enqueued(q, name, len(ids))
         return [str(i) for i in ids]
 
     async def schedule(
@@ -571,7 +577,7 @@ class Soniq:
     async def run_worker(
         self, *, concurrency: int | None = None, queues: Sequence[str] | str | None = None,
         run_once: bool = False, shutdown_event: asyncio.Event | None = None,
-        with_scheduler: bool = False,
+        with_scheduler: bool = False, handle_signals: bool = False,
     ) -> None:
         """Run a worker in this process until ``shutdown_event`` is set (or, with
         ``run_once``, until nothing is runnable)."""
@@ -580,5 +586,6 @@ class Soniq:
         worker = Worker(
             self, concurrency=concurrency, queues=queues, run_once=run_once,
             shutdown_event=shutdown_event, with_scheduler=with_scheduler,
+            handle_signals=handle_signals,
         )
         await worker.run()

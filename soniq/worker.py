@@ -1,0 +1,713 @@
+"""The worker: wait (notify | poll | stop) -> claim a batch -> run -> report.
+
+One asyncio loop runs up to ``concurrency`` handlers at once. Claims take at most the free
+slots, in one statement. Outcomes go to a :class:`Reporter` that writes them in batches
+through the guarded "still processing by me" updates. Side loops keep a heartbeat, listen for
+NOTIFY, and run rescue. Database faults are logged and retried with backoff; a claim whose
+answer was lost is reconciled once the database is back, so no job is stranded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from ulid import ULID
+
+from soniq import maintenance
+from soniq.jobs import JobContext, Snooze, Task, dump_json
+from soniq.states import Decision, JobStatus, Kind, Outcome, decide
+
+if TYPE_CHECKING:
+    from soniq.app import Soniq
+    from soniq.db import Database
+
+log = logging.getLogger("soniq.worker")
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncio.TimeoutError,
+)
+MAX_BACKOFF = 5.0
+CANCEL_GRACE = 1.0  # seconds an async handler gets to honour cancellation
+
+
+def _backoff(failures: int) -> float:
+    return float(min(MAX_BACKOFF, 0.1 * 2 ** min(failures, 6)))
+
+
+class _Job:
+    """A claimed job while this worker holds it."""
+
+    __slots__ = (
+        "attempt",
+        "created_at",
+        "id",
+        "job_name",
+        "max_attempts",
+        "queue",
+        "row",
+        "scheduled_at",
+        "started",
+    )
+
+    def __init__(self, row: Any) -> None:
+        self.row = row
+        self.id: uuid.UUID = row["id"]
+        self.job_name: str = row["job_name"]
+        self.queue: str = row["queue"]
+        self.attempt: int = row["attempts"]
+        self.max_attempts: int = row["max_attempts"]
+        self.scheduled_at = row["scheduled_at"]
+        self.created_at = row["created_at"]
+        self.started = time.monotonic()
+
+
+class Reporter:
+    """Writes outcomes in batches: whatever piled up while the previous write ran goes next.
+
+    An outcome stays queued here until the database has taken it, so a write that fails
+    (database restart, killed connection) is retried after reconnecting, never dropped.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.done: list[tuple[uuid.UUID, str | None]] = []
+        self.other: list[tuple[uuid.UUID, str]] = []
+        self.wake = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def __len__(self) -> int:
+        return len(self.done) + len(self.other)
+
+    def ids(self) -> set[uuid.UUID]:
+        return {i for i, _ in self.done} | {i for i, _ in self.other}
+
+    def add_done(self, job_id: uuid.UUID, result_json: str | None) -> None:
+        self.done.append((job_id, result_json))
+        self.idle.clear()
+        self.wake.set()
+
+    def add_other(self, job_id: uuid.UUID, outcome_json: str) -> None:
+        self.other.append((job_id, outcome_json))
+        self.idle.clear()
+        self.wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.done or self.other:
+                try:
+                    await self.flush_once()
+                    failures = 0
+                except DB_ERRORS as exc:
+                    failures += 1
+                    delay = _backoff(failures)
+                    log.warning(
+                        "could not record %d outcome(s) (%s); retrying in %.1fs",
+                        len(self),
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+            self.idle.set()
+
+    async def flush_once(self) -> None:
+        w = self.worker
+        db = w.db
+        done, other = self.done[:], self.other[:]
+        async with db.acquire() as conn:
+            if done:
+                await db.job_complete_many(
+                    conn, w.worker_id, [i for i, _ in done], [r for _, r in done]
+                )
+                del self.done[: len(done)]
+            if other:
+                rows = await db.job_set_outcome_many(conn, w.worker_id, [o for _, o in other])
+                del self.other[: len(other)]
+                if any(r["status"] == "queued" and r["due_now"] for r in rows):
+                    w.more_work.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until every outcome is written (or ``timeout`` passes)."""
+        if len(self):
+            self.wake.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), timeout)
+
+
+class Worker:
+    """Claims and runs jobs of ``app`` until stopped (or, with ``run_once``, until idle)."""
+
+    def __init__(
+        self,
+        app: Soniq,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | str | None = None,
+        run_once: bool = False,
+        shutdown_event: asyncio.Event | None = None,
+        with_scheduler: bool = False,
+        handle_signals: bool = False,
+    ) -> None:
+        self.app = app
+        s = app.settings
+        self.concurrency = concurrency if concurrency is not None else s.concurrency
+        if self.concurrency < 1:
+            from soniq.errors import SETTINGS_INVALID, SoniqError
+
+            raise SoniqError(SETTINGS_INVALID, "concurrency must be at least 1")
+        if isinstance(queues, str):
+            queues = [q.strip() for q in queues.split(",") if q.strip()]
+        self.queues: list[str] | None = list(queues) if queues else (s.queues or None)
+        self.run_once = run_once
+        self.stop = shutdown_event if shutdown_event is not None else asyncio.Event()
+        self.force = asyncio.Event()
+        self.with_scheduler = with_scheduler
+        self.handle_signals = handle_signals
+        host = socket.gethostname()
+        self.hostname = host
+        self.worker_id = f"{host}:{os.getpid()}:{str(ULID())[-10:].lower()}"
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Sync handlers whose thread outlived their timeout: outcome written when it ends.
+        self.lingering: dict[uuid.UUID, asyncio.Future[Any]] = {}
+        self.more_work = asyncio.Event()
+        self.slot_free = asyncio.Event()
+        self.reporter = Reporter(self)
+        self.executor: ThreadPoolExecutor | None = None
+        self._db: Database | None = None
+        self._needs_reconcile = False
+        self._side: list[asyncio.Task[None]] = []
+
+    @property
+    def db(self) -> Database:
+        assert self._db is not None
+        return self._db
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        app = self.app
+        self._db = await app._database()
+        self.executor = ThreadPoolExecutor(
+            max_workers=app.settings.sync_handler_pool_size, thread_name_prefix="soniq-sync"
+        )
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if self.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, self._on_signal, signum)
+                    installed.append(signum)
+        await self._retry_db("register worker", self._register)
+        log.info(
+            "worker %s started: concurrency=%d queues=%s tasks=%d",
+            self.worker_id,
+            self.concurrency,
+            ",".join(self.queues) if self.queues else "all",
+            len(app.tasks),
+        )
+        self._side = [
+            asyncio.create_task(self.reporter.run(), name="soniq-reporter"),
+            asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat"),
+        ]
+        if not self.run_once:
+            self._side.append(asyncio.create_task(self._listen_loop(), name="soniq-listen"))
+            self._side.append(asyncio.create_task(self._maintenance_loop(), name="soniq-rescue"))
+            if self.with_scheduler:
+                from soniq.scheduler import Scheduler
+
+                self._side.append(
+                    asyncio.create_task(Scheduler(app).run(self.stop), name="soniq-scheduler")
+                )
+        try:
+            await self._claim_loop()
+        finally:
+            await self._shutdown()
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, sig: int) -> None:
+        if self.stop.is_set():
+            log.warning("second %s: returning in-flight jobs now", signal.Signals(sig).name)
+            self.force.set()
+        else:
+            log.info(
+                "%s: finishing in-flight jobs (up to %ss); send again to stop at once",
+                signal.Signals(sig).name,
+                self.app.settings.shutdown_timeout,
+            )
+            self.stop.set()
+        self.more_work.set()
+
+    async def _register(self) -> None:
+        async with self.db.acquire() as conn:
+            await self.db.worker_register(
+                conn, self.worker_id, self.hostname, os.getpid(), self.queues, self.concurrency
+            )
+
+    async def _retry_db(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
+        failures = 0
+        while True:
+            try:
+                await fn()
+                return
+            except DB_ERRORS as exc:
+                failures += 1
+                if self.force.is_set() or (self.stop.is_set() and failures > 3):
+                    raise
+                delay = _backoff(failures)
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early on stop."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    # -- claim loop --------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        poll = self.app.settings.poll_interval
+        failures = 0
+        while not self.stop.is_set():
+            self.slot_free.clear()
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                await self._wait_any(self.slot_free, timeout=poll)
+                continue
+            self.more_work.clear()
+            try:
+                if self._needs_reconcile:
+                    await self._reconcile()
+                claimed = await self._claim(free)
+                failures = 0
+            except DB_ERRORS as exc:
+                failures += 1
+                self._needs_reconcile = True
+                delay = _backoff(failures)
+                log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            if claimed == free:
+                continue  # there may be more: claim again while slots are free
+            if self.run_once:
+                if claimed == 0 and await self._run_once_idle():
+                    return
+                await self._wait_any(self.more_work, self.slot_free, timeout=poll)
+            else:
+                await self._wait_any(self.more_work, timeout=poll)
+
+    async def _wait_any(self, *events: asyncio.Event, timeout: float) -> None:
+        """Wait until stop or one of ``events`` is set, or ``timeout`` passes."""
+        if self.stop.is_set() or any(e.is_set() for e in events):
+            return
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self.stop, *events)]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _run_once_idle(self) -> bool:
+        """run_once: True when nothing runs, nothing waits to be written, nothing is due."""
+        if self.running or self.lingering:
+            return False
+        await self.reporter.drain(timeout=30.0)
+        return not self.more_work.is_set() and not len(self.reporter)
+
+    async def _claim(self, limit: int) -> int:
+        async with self.db.acquire() as conn:
+            rows = await self.db.job_claim(conn, self.worker_id, limit, self.queues)
+        if not rows:
+            return 0
+        if len(rows) > 1:
+            rows = sorted(rows, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
+        observers = self.app.observers
+        for row in rows:
+            job = _Job(row)
+            for o in observers:
+                o.job_started(job.queue, job.job_name)
+            self.running[job.id] = asyncio.create_task(self._run_job(job))
+        self._report_in_flight()
+        return len(rows)
+
+    async def _reconcile(self) -> None:
+        """After a fault: jobs the database says we hold but we do not run go back."""
+        known = set(self.running) | set(self.lingering) | self.reporter.ids()
+        async with self.db.acquire() as conn:
+            rows = await self.db.job_return_orphans(conn, self.worker_id, list(known))
+            if not await self.db.worker_heartbeat(conn, self.worker_id, len(self.running)):
+                await self.db.worker_register(
+                    conn,
+                    self.worker_id,
+                    self.hostname,
+                    os.getpid(),
+                    self.queues,
+                    self.concurrency,
+                )
+        self._needs_reconcile = False
+        if rows:
+            log.warning("returned %d job(s) whose claim was cut off by a fault", len(rows))
+
+    def _report_in_flight(self) -> None:
+        for o in self.app.observers:
+            o.worker_in_flight(self.worker_id, len(self.running))
+
+    # -- running one job ---------------------------------------------------------------------
+
+    async def _run_job(self, job: _Job) -> None:
+        outcome: Outcome | None = None
+        task = self.app.tasks.get(job.job_name)
+        try:
+            if task is None:
+                outcome = Outcome(
+                    Kind.NOT_FOUND,
+                    error=f"task {job.job_name!r} is not registered in worker {self.worker_id} "
+                    "(import its module via SONIQ_JOBS_MODULES)",
+                )
+            else:
+                outcome = await self._execute(task, job)
+        except asyncio.CancelledError:
+            outcome = None  # shutdown: the job is returned to the queue
+            raise
+        except _Lingering:
+            outcome = None  # recorded when its thread ends
+        except BaseException as exc:  # a bug here must not lose the job
+            log.exception("internal error running job %s", job.id)
+            outcome = Outcome(Kind.ERROR, error=f"internal error: {exc!r}")
+        finally:
+            self.running.pop(job.id, None)
+            self.slot_free.set()
+            if outcome is not None:
+                self._record(task, job, outcome)
+            self._report_in_flight()
+
+    def _context(self, job: _Job) -> JobContext:
+        return JobContext(
+            job_id=str(job.id),
+            job_name=job.job_name,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            worker_id=self.worker_id,
+            scheduled_at=job.scheduled_at,
+            created_at=job.created_at,
+        )
+
+    async def _execute(self, task: Task[Any, Any], job: _Job) -> Outcome:
+        app = self.app
+        ctx = self._context(job)
+        kwargs: dict[str, Any] = job.row["args"]
+        try:
+            if task.validate is not None:
+                kwargs = task.check_args(kwargs)
+        except Exception as exc:
+            return Outcome(Kind.ERROR, error=str(exc))
+        for name in task.context_params:
+            kwargs[name] = ctx
+        for hook in app.before_job_hooks:
+            await self._hook(hook, ctx)
+
+        timeout = task.timeout if task.timeout is not None else app.settings.job_timeout
+        if task.is_async:
+            call: Callable[[], Awaitable[Any]] = lambda: task.fn(**kwargs)  # noqa: E731
+            if app.middlewares:
+                call = self._wrap(ctx, call)
+            outcome = await self._run_async(call, timeout)
+        else:
+            outcome = await self._run_sync(task, job, ctx, kwargs, timeout)
+
+        if outcome.kind is Kind.SUCCESS:
+            for hook in app.after_job_hooks:
+                await self._hook(hook, ctx, outcome.result)
+        elif outcome.kind in (Kind.ERROR, Kind.TIMEOUT):
+            exc_obj = outcome.result if isinstance(outcome.result, BaseException) else None
+            for hook in app.on_error_hooks:
+                await self._hook(hook, ctx, exc_obj or RuntimeError(outcome.error))
+        return outcome
+
+    def _wrap(
+        self, ctx: JobContext, inner: Callable[[], Awaitable[Any]]
+    ) -> Callable[[], Awaitable[Any]]:
+        call = inner
+        for mw in reversed(self.app.middlewares):
+            call = (lambda m, nxt: lambda: m(ctx, nxt))(mw, call)
+        return call
+
+    async def _hook(self, hook: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            await hook(*args)
+        except Exception:
+            log.exception("hook %r failed", getattr(hook, "__name__", hook))
+
+    async def _run_async(
+        self, call: Callable[[], Awaitable[Any]], timeout: float | None
+    ) -> Outcome:
+        async def guarded() -> tuple[bool, Any]:
+            # Catch BaseException inside the task: SystemExit / KeyboardInterrupt raised by a
+            # handler would otherwise escape through the event loop and stop the worker.
+            try:
+                return True, await call()
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                return False, exc
+
+        if timeout is None:
+            ok, value = await guarded()
+        else:
+            inner = asyncio.ensure_future(guarded())
+            done, _ = await asyncio.wait({inner}, timeout=timeout)
+            if not done:
+                inner.cancel()
+                await asyncio.wait({inner}, timeout=CANCEL_GRACE)
+                return Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s")
+            ok, value = inner.result()
+        return self._outcome(ok, value)
+
+    async def _run_sync(
+        self,
+        task: Task[Any, Any],
+        job: _Job,
+        ctx: JobContext,
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Outcome:
+        def call() -> tuple[bool, Any]:
+            try:
+                return True, task.fn(**kwargs)
+            except BaseException as exc:
+                return False, exc
+
+        loop = asyncio.get_running_loop()
+        if self.app.middlewares:
+            # middleware is async: it wraps an awaitable that runs the handler in a thread
+            async def in_thread() -> Any:
+                ok, value = await loop.run_in_executor(self.executor, call)
+                if not ok:
+                    raise value
+                return value
+
+            return await self._run_async(self._wrap(ctx, in_thread), timeout)
+        fut = loop.run_in_executor(self.executor, call)
+        if timeout is None:
+            ok, value = await fut
+            return self._outcome(ok, value)
+        done, _ = await asyncio.wait({fut}, timeout=timeout)
+        if done:
+            ok, value = fut.result()
+            return self._outcome(ok, value)
+        if fut.cancel():  # never started: the pool was busy
+            return Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s (waited for a thread)")
+        # The thread cannot be killed: free the slot, and record the failure only when the
+        # thread ends, so the job is not run again while it still runs.
+        self.lingering[job.id] = fut
+        outcome = Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s (thread still running)")
+        fut.add_done_callback(lambda _f: self._lingering_done(task, job, outcome))
+        raise _Lingering
+
+    def _lingering_done(self, task: Task[Any, Any], job: _Job, outcome: Outcome) -> None:
+        if self.lingering.pop(job.id, None) is not None:
+            self._record(task, job, outcome)
+            self.more_work.set()
+
+    def _outcome(self, ok: bool, value: Any) -> Outcome:
+        if not ok:
+            exc: BaseException = value
+            text = f"{type(exc).__name__}: {exc}"
+            return Outcome(Kind.ERROR, error=text, result=exc)
+        if isinstance(value, Snooze):
+            seconds = min(float(value.seconds), self.app.settings.snooze_max_seconds)
+            return Outcome(Kind.SNOOZE, snooze_seconds=seconds, error=None)
+        return Outcome(Kind.SUCCESS, result=value)
+
+    # -- recording outcomes ------------------------------------------------------------------
+
+    def _record(self, task: Task[Any, Any] | None, job: _Job, outcome: Outcome) -> None:
+        duration = time.monotonic() - job.started
+        if outcome.kind is Kind.SUCCESS:
+            if outcome.result is None:
+                result_json: str | None = None
+            else:
+                try:
+                    result_json = dump_json(outcome.result, f"the return value of {job.job_name}")
+                except Exception as exc:
+                    outcome = Outcome(Kind.ERROR, error=str(exc))
+                    return self._record(task, job, outcome)
+            self.reporter.add_done(job.id, result_json)
+            self._observe(job, "succeeded", duration)
+            return
+        delay = 0.0
+        if outcome.kind in (Kind.ERROR, Kind.TIMEOUT) and task is not None:
+            delay = task.retry.delay_for(job.attempt)
+        decision: Decision = decide(outcome, job.attempt, job.max_attempts, delay)
+        payload = {
+            "id": str(job.id),
+            "status": decision.status.value,
+            "delay": decision.delay,
+            "refund": decision.refund_attempt,
+            "error": outcome.error,
+            "reason": decision.reason.value if decision.reason else None,
+        }
+        if outcome.kind is Kind.SNOOZE:
+            payload["error"] = None
+        self.reporter.add_other(job.id, json.dumps(payload))
+        if decision.status is JobStatus.DEAD_LETTER:
+            log.error(
+                "job %s (%s) dead-lettered (%s): %s",
+                job.id,
+                job.job_name,
+                decision.reason,
+                outcome.error,
+            )
+            self._observe(job, "dead_lettered", duration)
+        elif outcome.kind is Kind.SNOOZE:
+            self._observe(job, "snoozed", duration)
+        else:
+            log.warning(
+                "job %s (%s) attempt %d/%d failed: %s; retry in %.1fs",
+                job.id,
+                job.job_name,
+                job.attempt,
+                job.max_attempts,
+                outcome.error,
+                decision.delay,
+            )
+            self._observe(job, "retried", duration)
+
+    def _observe(self, job: _Job, outcome: str, duration: float) -> None:
+        for o in self.app.observers:
+            o.job_ended(job.queue, job.job_name, outcome, duration)
+
+    # -- side loops --------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.app.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.db.acquire() as conn:
+                    alive = await self.db.worker_heartbeat(conn, self.worker_id, len(self.running))
+                    if not alive:
+                        log.warning(
+                            "worker %s was declared dead (silent too long); registering again",
+                            self.worker_id,
+                        )
+                        await self.db.worker_register(
+                            conn,
+                            self.worker_id,
+                            self.hostname,
+                            os.getpid(),
+                            self.queues,
+                            self.concurrency,
+                        )
+            except DB_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+                self._needs_reconcile = True
+
+    async def _maintenance_loop(self) -> None:
+        interval = self.app.settings.cleanup_interval
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await maintenance.rescue_stale(self.app):
+                    self.more_work.set()
+                if time.monotonic() - last_prune > max(60.0, interval * 10):
+                    last_prune = time.monotonic()
+                    await maintenance.prune(self.app)
+            except DB_ERRORS as exc:
+                log.warning("maintenance failed: %s", exc)
+
+    async def _listen_loop(self) -> None:
+        """Hold a LISTEN on a direct connection; on any loss, reconnect and poll once."""
+        channel = self.db.channel
+        queues = set(self.queues) if self.queues else None
+        failures = 0
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if queues is None or payload in queues:
+                self.more_work.set()
+
+        while True:
+            lost = asyncio.Event()
+            conn = None
+            try:
+                conn = await self.app.connect()
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener(channel, on_notify)
+                failures = 0
+                self.more_work.set()  # anything that arrived while we were not listening
+                while not lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 10.0)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2.0)
+            await asyncio.sleep(_backoff(failures))
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        timeout = self.app.settings.shutdown_timeout
+        if self.running:
+            log.info("waiting up to %ss for %d in-flight job(s)", timeout, len(self.running))
+            tasks = list(self.running.values())
+            waiter = asyncio.ensure_future(asyncio.wait(tasks, timeout=timeout))
+            forced = asyncio.ensure_future(self.force.wait())
+            await asyncio.wait({waiter, forced}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            forced.cancel()
+        leftover = list(self.running.keys()) + list(self.lingering.keys())
+        for t in list(self.running.values()):
+            t.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=CANCEL_GRACE)
+        await self.reporter.drain(timeout=10.0)
+        for t in self._side:
+            t.cancel()
+        await asyncio.gather(*self._side, return_exceptions=True)
+        try:
+            async with self.db.acquire() as conn:
+                if leftover:
+                    back = await self.db.job_return_many(conn, self.worker_id, leftover)
+                    log.info("returned %d unfinished job(s) to the queue", len(back))
+                await self.db.worker_stop(conn, self.worker_id)
+        except DB_ERRORS as exc:
+            log.warning("could not mark worker stopped (%s); rescue will return its jobs", exc)
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s stopped", self.worker_id)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()
+
+
+class _Lingering(Exception):
+    """Raised out of a job whose sync thread outlived its timeout (outcome recorded later)."""
