@@ -572,6 +572,76 @@ class Soniq:
 
         return await list_schedules(self)
 
+    async def queue_depths(self) -> list[dict[str, Any]]:
+        """Per queue: ``queued``, ``processing``, ``dead_letter`` counts and
+        ``oldest_queued_age`` (seconds; None when nothing is due). Cheap enough to sample."""
+        rows = await (await self._database()).queue_depth()
+        return [dict(r) for r in rows]
+
+    async def queue_throughput(self, seconds: float = 60.0) -> dict[str, dict[str, int]]:
+        """Per queue, jobs that ended in the last ``seconds``: ``succeeded``,
+        ``dead_lettered``, ``cancelled``."""
+        rows = await (await self._database()).queue_throughput(seconds)
+        return {r["queue"]: {k: int(r[k]) for k in ("succeeded", "dead_lettered", "cancelled")}
+                for r in rows}
+
+    async def worker_jobs_held(self) -> dict[str, int]:
+        """Worker id -> how many jobs it holds (status ``processing``) right now."""
+        return await (await self._database()).worker_jobs_held()
+
+    async def scheduler_leader(self) -> dict[str, Any] | None:
+        """The database session holding the scheduler's leader lock (``pid``,
+        ``application_name``, ``client_addr``, ``backend_start``), or None."""
+        from soniq.db import advisory_key
+
+        row = await (await self._database()).lock_holder(advisory_key(self.schema, "scheduler"))
+        return None if row is None else dict(row)
+
+    async def create_database(self) -> bool:
+        """Create the database the URL names if it does not exist (through the server's
+        ``postgres`` database); True when created. The embedded default makes its own."""
+        from urllib.parse import unquote
+
+        if not self.settings.database_url:
+            await self.database_url()
+            return False
+        url = self.settings.database_url
+        try:
+            conn = await asyncpg.connect(url)
+        except asyncpg.InvalidCatalogNameError:
+            pass
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            raise self._unavailable(url, exc) from exc
+        else:
+            await conn.close()
+            return False
+        parts = urlsplit(url)
+        name = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
+        for admin_db in ("postgres", "template1"):
+            admin_url = urlunsplit(parts._replace(path=f"/{admin_db}"))
+            try:
+                conn = await asyncpg.connect(admin_url)
+            except asyncpg.InvalidCatalogNameError:
+                continue
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                raise self._unavailable(admin_url, exc) from exc
+            try:
+                return await Database.database_create(conn, name)
+            except asyncpg.PostgresError as exc:
+                raise SoniqError(
+                    DATABASE_UNAVAILABLE,
+                    f"database {name!r} does not exist and could not be created: {exc}. "
+                    "Fix: create it as a role allowed to (CREATEDB), or point "
+                    "SONIQ_DATABASE_URL at an existing database.",
+                ) from exc
+            finally:
+                await conn.close()
+        raise SoniqError(
+            DATABASE_UNAVAILABLE,
+            f"database {name!r} does not exist and the server has no 'postgres' database to "
+            "create it from. Fix: create it yourself, then run `soniq setup` again.",
+        )
+
     # -- running -----------------------------------------------------------------------------
 
     async def run_worker(

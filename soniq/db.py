@@ -278,3 +278,34 @@ class Database:
 
     async def lock_release(self, conn: Conn, key: int) -> bool:
         return bool(await conn.fetchval(self.q["lock_release"], key))
+
+    # -- operator --------------------------------------------------------------------------
+
+    async def queue_depth(self) -> list[Row]:
+        return await self.pool.fetch(self.q["queue_depth"])  # type: ignore[no-any-return]
+
+    async def queue_throughput(self, seconds: float) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["queue_throughput"], float(seconds)
+        )
+
+    async def worker_jobs_held(self) -> dict[str, int]:
+        rows = await self.pool.fetch(self.q["worker_jobs_held"])
+        return {r["worker_id"]: int(r["n"]) for r in rows}
+
+    async def lock_holder(self, key: int) -> Row | None:
+        return await self.pool.fetchrow(self.q["lock_holder"], key)
+
+    @staticmethod
+    async def database_create(conn: Conn, name: str) -> bool:
+        """Create database ``name`` through ``conn`` (a session on another database of the
+        same server); False when it already exists."""
+        if await conn.fetchval(_raw_queries()["database_exists"], name):
+            return False
+        try:
+            await conn.execute(
+                _raw_queries()["database_create"].replace("{database}", quote_ident(name))
+            )
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True

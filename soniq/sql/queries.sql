@@ -268,3 +268,57 @@ SELECT pg_try_advisory_lock($1)
 
 -- name: lock_release
 SELECT pg_advisory_unlock($1)
+
+-- ===== operator =====
+-- Queries behind the CLI (status, inspect, setup) and the metrics sampler.
+
+-- name: queue_depth
+-- Metrics sampler, one statement: per queue, jobs waiting (due or not), running and
+-- dead-lettered, and the age of the oldest due job. Reads only rows the partial indexes cover.
+SELECT queue,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'processing') AS processing,
+       count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
+       EXTRACT(EPOCH FROM now() - min(scheduled_at)
+               FILTER (WHERE status = 'queued' AND scheduled_at <= now()))::float8
+           AS oldest_queued_age
+FROM {schema}.soniq_jobs
+WHERE status IN ('queued', 'processing', 'dead_letter')
+GROUP BY queue
+ORDER BY queue
+
+-- name: queue_throughput
+-- Per queue, jobs that ended in the last $1 seconds.
+SELECT queue,
+       count(*) FILTER (WHERE status = 'done') AS succeeded,
+       count(*) FILTER (WHERE status = 'dead_letter') AS dead_lettered,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+FROM {schema}.soniq_jobs
+WHERE (status IN ('done', 'cancelled') AND finished_at >= now() - make_interval(secs => $1))
+   OR (status = 'dead_letter' AND dead_lettered_at >= now() - make_interval(secs => $1))
+GROUP BY queue
+ORDER BY queue
+
+-- name: worker_jobs_held
+-- How many jobs each worker holds right now.
+SELECT worker_id, count(*) AS n FROM {schema}.soniq_jobs
+WHERE status = 'processing'
+GROUP BY worker_id
+
+-- name: lock_holder
+-- The session holding advisory lock $1 (a bigint key) in this database, if any.
+SELECT a.pid, a.application_name, a.client_addr::text AS client_addr, a.backend_start
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = ($1::bigint >> 32)::oid
+  AND l.objid = ($1::bigint & 4294967295)::oid
+LIMIT 1
+
+-- name: database_exists
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)
+
+-- name: database_create
+-- {database} is the quoted name of the database to create (not a bound parameter: DDL).
+CREATE DATABASE {database}
