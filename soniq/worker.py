@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -490,7 +491,14 @@ class Worker:
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Outcome:
+        gate = threading.Lock()
+        state = {"started": False, "abandoned": False}
+
         def call() -> tuple[bool, Any]:
+            with gate:
+                if state["abandoned"]:
+                    return False, None
+                state["started"] = True
             try:
                 return True, task.fn(**kwargs)
             except BaseException as exc:
@@ -514,7 +522,10 @@ class Worker:
         if done:
             ok, value = fut.result()
             return self._outcome(ok, value)
-        if fut.cancel():  # never started: the pool was busy
+        with gate:
+            never_started = not state["started"]
+            state["abandoned"] = never_started
+        if never_started:  # every thread was busy: it will not start now
             return Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s (waited for a thread)")
         # The thread cannot be killed: free the slot, and record the failure only when the
         # thread ends, so the job is not run again while it still runs.
