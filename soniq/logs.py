@@ -39,6 +39,11 @@ def job_context(job_id: str, task: str, queue: str, attempt: int) -> Iterator[No
         _current_job.reset(token)
 
 
+def set_current_job(job_id: str, task: str, queue: str, attempt: int) -> None:
+    """Set the job fields for the rest of the current context (the worker's per-job task)."""
+    _current_job.set({"job_id": job_id, "task": task, "queue": queue, "attempt": attempt})
+
+
 def current_job() -> dict[str, Any] | None:
     """The fields of the job running in this context, or None."""
     return _current_job.get()

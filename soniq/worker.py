@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from ulid import ULID
 
-from soniq import maintenance
+from soniq import logs, maintenance
 from soniq.jobs import JobContext, Snooze, Task, dump_json
 from soniq.states import Decision, JobStatus, Kind, Outcome, decide
 
@@ -376,6 +377,8 @@ class Worker:
     async def _run_job(self, job: _Job) -> None:
         outcome: Outcome | None = None
         task = self.app.tasks.get(job.job_name)
+        # each job runs in its own asyncio task, so this context ends with it
+        logs.set_current_job(str(job.id), job.job_name, job.queue, job.attempt)
         try:
             if task is None:
                 outcome = Outcome(
@@ -508,13 +511,15 @@ class Worker:
         if self.app.middlewares:
             # middleware is async: it wraps an awaitable that runs the handler in a thread
             async def in_thread() -> Any:
-                ok, value = await loop.run_in_executor(self.executor, call)
+                ok, value = await loop.run_in_executor(
+                    self.executor, contextvars.copy_context().run, call
+                )
                 if not ok:
                     raise value
                 return value
 
             return await self._run_async(self._wrap(ctx, in_thread), timeout)
-        fut = loop.run_in_executor(self.executor, call)
+        fut = loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
         if timeout is None:
             ok, value = await fut
             return self._outcome(ok, value)
