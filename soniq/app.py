@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from ulid import ULID
 
 from soniq import migrate
-from soniq.db import Conn, Database, init_connection, parse_uuid
+from soniq.db import Conn, Database, init_connection, parse_uuid, release_connection
 from soniq.deadletter import DeadLetter
 from soniq.errors import (
     DATABASE_UNAVAILABLE,
@@ -62,7 +62,13 @@ class Backend:
     async def acquire(self) -> Any:
         db = await self._app._database()
         async with db.pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                # user code may leave session state (SET, LISTEN, advisory locks); the pool's
+                # own release skips this reset to save a round trip on soniq's queries
+                if not conn.is_closed():
+                    await conn.reset()
 
 
 class Soniq:
@@ -147,6 +153,7 @@ class Soniq:
                         min_size=self.settings.pool_min_size,
                         max_size=self.settings.pool_max_size,
                         init=init_connection,
+                        reset=release_connection,
                     )
                 except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
                     raise self._unavailable(url, exc) from exc
@@ -467,8 +474,12 @@ class Soniq:
         """Enqueue many jobs of one task in one statement; ids in input order; all or nothing."""
         if isinstance(args_list, (str, bytes, dict)):
             raise SoniqError(TASK_ARGS_INVALID, "args_list must be a list of dicts")
-        name, task, _, default_queue = self._resolve(target, None, {})
         ref_model = target.args_model if isinstance(target, TaskRef) else None
+        if ref_model is not None:  # each item is checked below, not an empty dict here
+            name, default_queue = target.name, target.default_queue
+            task = self.tasks.get(name)
+        else:
+            name, task, _, default_queue = self._resolve(target, None, {})
         payloads: list[str] = []
         for i, item in enumerate(args_list):
             if not isinstance(item, dict):

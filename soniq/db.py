@@ -79,6 +79,14 @@ async def init_connection(conn: Conn) -> None:
         )
 
 
+async def release_connection(conn: Conn) -> None:
+    """Pool release without asyncpg's reset query, which would cost every pooled query a
+    second round trip. soniq leaves no session state on pooled connections (its advisory
+    locks are transaction-level; LISTEN and session locks use direct connections), and
+    asyncpg has already rolled back any open transaction. ``app.backend.acquire()``
+    resets fully, since user code may set session state."""
+
+
 class Database:
     """Named queries against one schema, over one asyncpg pool."""
 

