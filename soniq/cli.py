@@ -412,7 +412,7 @@ def main() -> None:
 @cli.command()
 @common
 def setup() -> None:
-    """Create the database if missing, then the tables (idempotent)."""
+    """Create the database and tables if missing (idempotent)."""
 
     async def go(app: Soniq) -> None:
         created = await app.create_database()
