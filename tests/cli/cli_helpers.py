@@ -17,9 +17,7 @@ from tests.conftest import SONIQ_BIN
 CLI_JOBS = "cli.cli_jobs"  # module path under the PYTHONPATH that cli_env sets
 
 
-async def invoke(
-    env: dict[str, str], *args: str, input: str | None = None
-) -> Result:
+async def invoke(env: dict[str, str], *args: str, input: str | None = None) -> Result:
     """``soniq ARGS`` through click's runner, in a thread (the command runs its own loop)."""
     runner = CliRunner()
     return await asyncio.to_thread(
@@ -32,7 +30,9 @@ def as_json(result: Result) -> Any:
     return json.loads(result.stdout)
 
 
-def run_soniq(env: dict[str, str], *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_soniq(
+    env: dict[str, str], *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """``soniq ARGS`` as a real process (bounded by ``timeout``)."""
     return subprocess.run(
         [SONIQ_BIN, *args], env=env, capture_output=True, text=True, timeout=timeout

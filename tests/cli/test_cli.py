@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,8 +30,17 @@ def env(pg_url: str, schema_name: str) -> dict[str, str]:
 async def test_help_lists_every_command(env):
     result = await invoke(env, "--help")
     assert result.exit_code == 0
-    for name in ["setup", "worker", "scheduler", "status", "inspect", "dead-letter", "tasks",
-                 "migrate-status", "jobs"]:
+    for name in [
+        "setup",
+        "worker",
+        "scheduler",
+        "status",
+        "inspect",
+        "dead-letter",
+        "tasks",
+        "migrate-status",
+        "jobs",
+    ]:
         assert f"  {name} " in result.stdout, name
     for sub in (["jobs", "--help"], ["dead-letter", "--help"]):
         result = await invoke(env, *sub)
@@ -68,7 +76,8 @@ async def test_status_table_and_json(app, env):
 
 async def test_status_shows_running_worker_and_scheduler_leader(app, env, pg_url, schema_name):
     stop = asyncio.Event()
-    task = asyncio.create_task(app.run_worker(concurrency=3, queues=["emails"], shutdown_event=stop))
+    worker = app.run_worker(concurrency=3, queues=["emails"], shutdown_event=stop)
+    task = asyncio.create_task(worker)
     leader = await asyncpg.connect(pg_url, server_settings={"application_name": "sched-test"})
     try:
         workers = await wait_for(
@@ -125,11 +134,17 @@ async def test_inspect_unknown_or_malformed_job_is_one_line(app, env):
 async def test_inspect_workers_and_stale(app, env, cli_env):
     await seed(app)  # its run_once worker has stopped
     slow = await _enqueue_by_name(app, "cli.slow", {"seconds": 120})
-    proc = subprocess.Popen(
-        [SONIQ_BIN, "worker", "--jobs-modules", CLI_JOBS], env=cli_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(
+        SONIQ_BIN,
+        "worker",
+        "--jobs-modules",
+        CLI_JOBS,
+        env=cli_env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
+
         async def running():
             job = await app.get_job(slow)
             return job["status"] is JobStatus.PROCESSING and job["worker_id"]
@@ -139,7 +154,7 @@ async def test_inspect_workers_and_stale(app, env, cli_env):
         states = {w["id"]: w["state"] for w in workers}
         assert states[worker_id] == "alive" and list(states.values()).count("stopped") == 1
         proc.kill()
-        proc.wait(timeout=10)
+        await asyncio.wait_for(proc.wait(), 10)
 
         async def stale():
             return as_json(await invoke(env, "inspect", "--stale", "--json"))
@@ -152,8 +167,9 @@ async def test_inspect_workers_and_stale(app, env, cli_env):
         status = await invoke(env, "status")
         assert "1 stale worker(s)" in status.stdout
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
 
 
 async def _enqueue_by_name(app, name, args):
@@ -171,8 +187,9 @@ async def test_jobs_list_filters_table_and_json(app, env):
     assert sorted(r["id"] for r in dead) == sorted(s.dead)
     emails = as_json(await invoke(env, "jobs", "list", "--queue", "emails", "--json"))
     assert sorted(r["id"] for r in emails) == sorted(s.queued)
-    named = as_json(await invoke(env, "jobs", "list", "--name", "seed.bad", "--limit", "1",
-                                 "--json"))
+    named = as_json(
+        await invoke(env, "jobs", "list", "--name", "seed.bad", "--limit", "1", "--json")
+    )
     assert [r["id"] for r in named] == [max(s.dead)]
 
     result = await invoke(env, "jobs", "list", "--status", "queued")
@@ -213,8 +230,14 @@ async def test_tasks_table_and_json(env):
     data = as_json(await invoke(cli_env, "tasks", "--jobs-modules", "tests.cli.cli_jobs", "--json"))
     by_name = {t["name"]: t for t in data}
     assert by_name["cli.email"] == {
-        "name": "cli.email", "queue": "emails", "retries": 5, "priority": 10, "timeout": 30,
-        "unique": False, "schedule": [], "schema": by_name["cli.email"]["schema"],
+        "name": "cli.email",
+        "queue": "emails",
+        "retries": 5,
+        "priority": 10,
+        "timeout": 30,
+        "unique": False,
+        "schedule": [],
+        "schema": by_name["cli.email"]["schema"],
     }
     assert by_name["cli.fail"]["retries"] == 1
     assert by_name["tests.cli.cli_jobs.hourly"]["schedule"] == ["every 1h00m"]
@@ -262,7 +285,11 @@ async def test_setup_creates_a_missing_database(pg_url, schema_name):
         app = Soniq(database_url=url, schema=schema_name)
         try:
             assert await app.get_queue_stats() == {
-                "total": 0, "queued": 0, "processing": 0, "done": 0, "dead_letter": 0,
+                "total": 0,
+                "queued": 0,
+                "processing": 0,
+                "done": 0,
+                "dead_letter": 0,
                 "cancelled": 0,
             }
         finally:
@@ -320,8 +347,9 @@ def test_worker_needs_jobs_modules(cli_env):
 
 def test_worker_unreachable_database_one_line(cli_env):
     env = {**cli_env, "SONIQ_JOBS_MODULES": CLI_JOBS}
-    proc = run_soniq(env, "worker", "--run-once", "--database-url",
-                     "postgresql://app:hunter2@127.0.0.1:1/jobs")
+    proc = run_soniq(
+        env, "worker", "--run-once", "--database-url", "postgresql://app:hunter2@127.0.0.1:1/jobs"
+    )
     assert proc.returncode == 1
     assert "127.0.0.1:1" in proc.stderr and "hunter2" not in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -347,8 +375,12 @@ async def test_worker_run_once_with_queue_and_schema_overrides(make_app, cli_env
 
 
 def test_bad_usage_exits_2(cli_env):
-    for args in (["jobs", "list", "--limit", "0"], ["worker", "--concurrency", "0"],
-                 ["dead-letter", "replay"], ["dead-letter", "replay", "x", "--all"]):
+    for args in (
+        ["jobs", "list", "--limit", "0"],
+        ["worker", "--concurrency", "0"],
+        ["dead-letter", "replay"],
+        ["dead-letter", "replay", "x", "--all"],
+    ):
         proc = run_soniq(cli_env, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
@@ -356,8 +388,13 @@ def test_bad_usage_exits_2(cli_env):
 
 async def test_json_output_is_machine_readable(app, env):
     await seed(app)
-    for args in (["status"], ["jobs", "list"], ["dead-letter", "list"], ["inspect"],
-                 ["migrate-status"]):
+    for args in (
+        ["status"],
+        ["jobs", "list"],
+        ["dead-letter", "list"],
+        ["inspect"],
+        ["migrate-status"],
+    ):
         result = await invoke(env, *args, "--json")
         assert result.exit_code == 0, (args, result.output)
         json.loads(result.stdout)
