@@ -6,6 +6,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -14,7 +17,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from pydantic import BaseModel
-from ulid import ULID
 
 from soniq import migrate
 from soniq.db import Conn, Database, init_connection, parse_uuid, release_connection
@@ -38,6 +40,33 @@ log = logging.getLogger("soniq")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _INT32 = 2**31 - 1
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # dump_json's, built once
+
+
+class _Ids:
+    """Monotonic ULIDs (python-ulid's layout: 48 bits of milliseconds, 80 random bits) as
+    canonical UUID text, without building a ULID and a UUID object for every job."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int = 1) -> int:
+        """The first of ``n`` consecutive ids, each above every id taken before."""
+        value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+        with self._lock:
+            if value <= self._last:  # same millisecond: count up, as python-ulid does
+                value = self._last + 1
+            self._last = value + n - 1
+        return value
+
+    @staticmethod
+    def text(value: int) -> str:
+        h = f"{value:032x}"
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_IDS = _Ids()
 
 
 def redact_url(url: str) -> str:
@@ -119,13 +148,19 @@ class Soniq:
                 self.embedded = True
         return self._url
 
-    async def connect(self) -> Any:
+    async def connect(self, **server_settings: str) -> Any:
         """A direct (unpooled) connection, for sessions: LISTEN and advisory locks."""
         url = await self.database_url()
         try:
-            return await asyncpg.connect(url)
+            return await asyncpg.connect(
+                url, server_settings={**self._server_settings(), **server_settings}
+            )
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
             raise self._unavailable(url, exc) from exc
+
+    def _server_settings(self) -> dict[str, str]:
+        """Session settings: an application_name operators can find in pg_stat_activity."""
+        return {"application_name": f"soniq:{self.schema}"[:63]}
 
     def _unavailable(self, url: str, exc: BaseException) -> SoniqError:
         return SoniqError(
@@ -154,6 +189,7 @@ class Soniq:
                         max_size=self.settings.pool_max_size,
                         init=init_connection,
                         reset=release_connection,
+                        server_settings=self._server_settings(),
                     )
                 except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
                     raise self._unavailable(url, exc) from exc
@@ -409,7 +445,10 @@ class Soniq:
         name, task, job_args, default_queue = self._resolve(target, args, kwargs)
         if task is not None:
             job_args = self._check_handler_args(task, job_args)
-        args_json = dump_json(job_args, f"arguments of {name}")
+        try:
+            args_json = _JSON.encode(job_args)
+        except (TypeError, ValueError):
+            args_json = dump_json(job_args, f"arguments of {name}")  # raises the SoniqError
         q, prio, max_attempts = self._options(task, queue, priority, default_queue)
         when = self._scheduled_at(scheduled_at)
         if dedup_key is not None:
@@ -434,7 +473,7 @@ class Soniq:
         connection: Conn | None,
     ) -> str:
         db = self._db if self._db is not None else await self._database()
-        job_id = ULID().to_uuid()
+        job_id = _IDS.text(_IDS.take())
         try:
             for _ in range(10):
                 got = await db.job_insert(
@@ -490,20 +529,25 @@ class Soniq:
                 item = check_model_args(ref_model, item, name)
             elif task is not None:
                 item = self._check_handler_args(task, item)
-            payloads.append(dump_json(item, f"args_list[{i}] of {name}"))
+            try:
+                payloads.append(_JSON.encode(item))
+            except (TypeError, ValueError):
+                dump_json(item, f"args_list[{i}] of {name}")  # raises the SoniqError
+                raise
         if not payloads:
             return []
         q, prio, max_attempts = self._options(task, queue, priority, default_queue)
         when = self._scheduled_at(scheduled_at)
         db = self._db if self._db is not None else await self._database()
-        ids = [ULID().to_uuid() for _ in payloads]
+        first = _IDS.take(len(payloads))
+        ids = [_IDS.text(first + i) for i in range(len(payloads))]
         try:
             await db.job_insert_many(connection, ids, name, q, prio, payloads, max_attempts, when)
         except asyncpg.UndefinedTableError:
             raise self._not_set_up() from None
         for observer in self.observers:
             observer.job_enqueued(q, name, len(ids))
-        return [str(i) for i in ids]
+        return ids
 
     async def schedule(
         self, target: Any, run_at: datetime | timedelta | float, *,

@@ -7,7 +7,9 @@ parameter.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import uuid
 import zlib
@@ -22,6 +24,8 @@ import asyncpg
 
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
 Row = Any
+
+log = logging.getLogger("soniq")
 
 
 @cache
@@ -87,6 +91,83 @@ async def release_connection(conn: Conn) -> None:
     resets fully, since user code may set session state."""
 
 
+LANE_IDLE_SECONDS = 0.05
+
+
+class Lanes:
+    """Pool connections kept between enqueues.
+
+    Through ``pool.fetchval`` every enqueue would pay the pool's acquire and release, which
+    cost about as much as the INSERT's own round trip. A lane is a pool connection held while
+    enqueues keep coming; one unused for ``LANE_IDLE_SECONDS`` goes back to the pool (so
+    ``pool.close()`` waits at most that long for it). At most ``limit`` lanes are held, so the
+    pool's other users are never starved; beyond that, enqueues use the pool directly.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, limit: int) -> None:
+        self.pool = pool
+        self.limit = max(1, limit)
+        self.held = 0
+        self._idle: list[tuple[Conn, float]] = []  # most recently used last
+        self._timer: asyncio.TimerHandle | None = None
+        self._releases: set[asyncio.Future[None]] = set()
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """``fetchval`` on an idle lane, a new one, or (all busy) the pool."""
+        if self._idle:
+            conn = self._idle.pop()[0]
+        elif self.held < self.limit:
+            self.held += 1
+            try:
+                conn = await self.pool.acquire()
+            except BaseException:
+                self.held -= 1
+                raise
+        else:
+            return await self.pool.fetchval(query, *args)
+        try:
+            value = await conn.fetchval(query, *args)
+        except BaseException:
+            self._give_back(conn)  # the pool resets (or drops) a connection that failed
+            raise
+        loop = asyncio.get_running_loop()
+        self._idle.append((conn, loop.time()))
+        if self._timer is None:
+            self._timer = loop.call_later(LANE_IDLE_SECONDS, self._trim)
+        return value
+
+    def _give_back(self, conn: Conn) -> None:
+        self.held -= 1
+        release = asyncio.ensure_future(self.pool.release(conn))
+        self._releases.add(release)
+        release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releases.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            log.debug("releasing an enqueue connection failed: %r", release.exception())
+
+    def _trim(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        cutoff = loop.time() - LANE_IDLE_SECONDS
+        while self._idle and self._idle[0][1] <= cutoff:
+            self._give_back(self._idle.pop(0)[0])
+        if self._idle:
+            self._timer = loop.call_later(self._idle[0][1] - cutoff, self._trim)
+
+
+class _Wake:
+    """NOTIFY coalescing state of one queue (see ``Database.job_insert``)."""
+
+    __slots__ = ("in_flight", "notifier", "owed")
+
+    def __init__(self) -> None:
+        self.in_flight = 0  # coalesced inserts running
+        self.notifier = False  # one of them (or a trailing NOTIFY) carries the NOTIFY
+        self.owed = False  # a job may have committed with no NOTIFY committed after it
+
+
 class Database:
     """Named queries against one schema, over one asyncpg pool."""
 
@@ -95,6 +176,10 @@ class Database:
         self.schema = schema
         self.q = load_queries(schema)
         self.channel = f"soniq_{schema}"
+        self.lanes = Lanes(pool, pool.get_max_size() // 2)
+        self._wakes: dict[str, _Wake] = {}
+        self._wake_tasks: set[asyncio.Task[None]] = set()
+        self._claim_texts: dict[tuple[str, int], str] = {}
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
@@ -106,7 +191,7 @@ class Database:
     async def job_insert(
         self,
         conn: Conn | None,
-        job_id: uuid.UUID,
+        job_id: str,
         job_name: str,
         queue: str,
         priority: int,
@@ -114,20 +199,89 @@ class Database:
         max_attempts: int,
         scheduled_at: datetime | None,
         dedup_key: str | None,
-    ) -> uuid.UUID | None:
-        """Insert a job; returns None when an active job holds ``dedup_key``."""
-        c = conn if conn is not None else self.pool
-        if dedup_key is None:
-            await c.execute(
+    ) -> str | uuid.UUID | None:
+        """Insert a job and wake workers, in one statement; returns the job's id, the id of
+        the active job holding ``dedup_key``, or None when that job ended meanwhile.
+
+        On the caller's ``conn`` the NOTIFY is always part of the statement: it is delivered
+        at the caller's commit and never after a rollback. On soniq's own (autocommit)
+        connections, enqueues of due jobs to one queue that run at the same time share one
+        NOTIFY (see ``_insert_due``).
+        """
+        if dedup_key is not None:
+            return await (conn if conn is not None else self.lanes).fetchval(  # type: ignore[no-any-return]
+                self.q["job_insert"], job_id, job_name, queue, priority, args_json,
+                max_attempts, scheduled_at, dedup_key, self.channel,
+            )
+        if conn is None and scheduled_at is None:
+            await self._insert_due(job_id, job_name, queue, priority, args_json, max_attempts)
+        else:
+            await (conn if conn is not None else self.lanes).fetchval(
                 self.q["job_insert_plain"], job_id, job_name, queue, priority, args_json,
                 max_attempts, scheduled_at, self.channel,
             )
-            return job_id
-        row = await c.fetchrow(
-            self.q["job_insert"], job_id, job_name, queue, priority, args_json,
-            max_attempts, scheduled_at, dedup_key, self.channel,
-        )
-        return None if row is None else row["id"]
+        return job_id
+
+    async def _insert_due(
+        self, job_id: str, job_name: str, queue: str, priority: int, args_json: str,
+        max_attempts: int,
+    ) -> None:
+        """Insert a due job in its own transaction, sharing the NOTIFY with concurrent ones.
+
+        PostgreSQL serialises the commits of transactions that NOTIFY (a global lock held
+        through the commit), which defeats group commit for many concurrent producers. So per
+        queue only one insert in flight carries the NOTIFY. A job that committed without one
+        is "owed": the next insert to start carries the NOTIFY (it commits later, so the
+        worker it wakes sees the owed job), and the last insert of a burst sends a NOTIFY on
+        its own if one is still owed. Either way a NOTIFY commits after every job, before
+        the enqueue that settles it returns.
+        """
+        wake = self._wakes.get(queue)
+        if wake is None:
+            wake = self._wakes[queue] = _Wake()
+        notify = not wake.notifier
+        if notify:
+            wake.notifier = True
+            wake.owed = False  # this NOTIFY commits after every job committed so far
+        wake.in_flight += 1
+        try:
+            await self.lanes.fetchval(
+                self.q["job_insert_plain"], job_id, job_name, queue, priority, args_json,
+                max_attempts, None, self.channel if notify else None,
+            )
+        except BaseException:
+            # whether it committed is unknown: treat the job as owed a NOTIFY
+            wake.in_flight -= 1
+            if notify:
+                wake.notifier = False
+            wake.owed = True
+            if not wake.notifier and wake.in_flight == 0:
+                settle = asyncio.ensure_future(self._settle(queue, wake))
+                self._wake_tasks.add(settle)
+                settle.add_done_callback(self._wake_tasks.discard)
+            raise
+        wake.in_flight -= 1
+        if notify:
+            wake.notifier = False
+        else:
+            wake.owed = True
+        await self._settle(queue, wake)
+
+    async def _settle(self, queue: str, wake: _Wake) -> None:
+        """Send the owed NOTIFY when no insert in flight will (the end of a burst)."""
+        while wake.owed and not wake.notifier and wake.in_flight == 0:
+            await self._wake_workers(queue, wake)
+
+    async def _wake_workers(self, queue: str, wake: _Wake) -> None:
+        """A NOTIFY on its own, for jobs that committed without one."""
+        wake.notifier = True
+        wake.owed = False
+        try:
+            await self.lanes.fetchval(self.q["job_insert_wake"], self.channel, queue)
+        except Exception as exc:  # the jobs are stored; workers find them at their next poll
+            log.warning("waking workers of queue %r failed: %r", queue, exc)
+        finally:
+            wake.notifier = False
 
     async def job_get_active_by_dedup_key(
         self, conn: Conn | None, dedup_key: str
@@ -139,7 +293,7 @@ class Database:
     async def job_insert_many(
         self,
         conn: Conn | None,
-        ids: Sequence[uuid.UUID],
+        ids: Sequence[str],
         job_name: str,
         queue: str,
         priority: int,
@@ -147,23 +301,42 @@ class Database:
         max_attempts: int,
         scheduled_at: datetime | None,
     ) -> int:
-        c = conn if conn is not None else self.pool
-        row = await c.fetchrow(
+        """Insert many jobs of one task in one statement (with its NOTIFY)."""
+        c = conn if conn is not None else self.lanes
+        inserted = await c.fetchval(
             self.q["job_insert_many"], ids, job_name, queue, priority, args_json,
             max_attempts, scheduled_at, self.channel,
         )
-        return int(row["inserted"])
+        return int(inserted)
 
     # -- worker hot path -------------------------------------------------------------------
 
-    async def job_claim(
-        self, conn: Conn, worker_id: str, limit: int, queues: Sequence[str] | None
+    def claim_query(self, limit: int, queues: Sequence[str] | None) -> str:
+        """The report-and-claim statement for ``limit`` jobs (one cached text per limit)."""
+        key = ("job_report_and_claim_queues" if queues else "job_report_and_claim", limit)
+        text = self._claim_texts.get(key)
+        if text is None:
+            text = self.q[key[0]].replace("{limit}", str(int(limit)))
+            self._claim_texts[key] = text
+        return text
+
+    async def job_report_and_claim(
+        self,
+        conn: Conn,
+        worker_id: str,
+        limit: int,
+        queues: Sequence[str] | None,
+        done_ids: Sequence[uuid.UUID],
+        done_results: Sequence[str | None],
+        other: Sequence[str],
     ) -> list[Row]:
+        """Record outcomes and claim up to ``limit`` jobs, in one statement."""
+        sql = self.claim_query(limit, queues)
         if queues:
             return await conn.fetch(  # type: ignore[no-any-return]
-                self.q["job_claim_queues"], worker_id, limit, list(queues)
+                sql, worker_id, done_ids, done_results, other, list(queues)
             )
-        return await conn.fetch(self.q["job_claim"], worker_id, limit)  # type: ignore[no-any-return]
+        return await conn.fetch(sql, worker_id, done_ids, done_results, other)  # type: ignore[no-any-return]
 
     async def job_complete_many(
         self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID], results: Sequence[str | None]

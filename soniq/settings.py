@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     pool_max_size: int = 20
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # The worker's own bookkeeping (claims, outcomes) commits without waiting for the WAL
+    # flush unless this is on. Enqueues always wait. See docs/concepts.md, "Durability".
+    worker_synchronous_commit: bool = False
 
     @field_validator("jobs_modules", "queues", mode="before")
     @classmethod

@@ -28,6 +28,8 @@ import asyncpg
 from ulid import ULID
 
 from soniq import logs, maintenance
+from soniq.db import init_connection
+from soniq.errors import SoniqError
 from soniq.jobs import JobContext, Snooze, Task, dump_json
 from soniq.states import Decision, JobStatus, Kind, Outcome, decide
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("soniq.worker")
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
+    SoniqError,  # raised by app.connect() when the database cannot be reached
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -79,19 +82,19 @@ class _Job:
 
 
 class Reporter:
-    """Writes outcomes in batches: whatever piled up while the previous write ran goes next.
+    """Outcomes waiting to be written, in the order they happened.
 
-    An outcome stays queued here until the database has taken it, so a write that fails
-    (database restart, killed connection) is retried after reconnecting, never dropped.
+    The claim loop takes them and writes them in the same statement as its next claim (one
+    round trip per cycle); when it has nothing to claim for, it writes them on their own.
+    An outcome stays here until the database has taken it, so a write that fails (database
+    restart, killed connection) is retried after reconnecting, never dropped.
     """
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def __init__(self) -> None:
         self.done: list[tuple[uuid.UUID, str | None]] = []
         self.other: list[tuple[uuid.UUID, str]] = []
-        self.wake = asyncio.Event()
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.requeue_now = False  # some outcome puts a job back with no delay
+        self.pending = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self.done) + len(self.other)
@@ -101,57 +104,48 @@ class Reporter:
 
     def add_done(self, job_id: uuid.UUID, result_json: str | None) -> None:
         self.done.append((job_id, result_json))
-        self.idle.clear()
-        self.wake.set()
+        self.pending.set()
 
-    def add_other(self, job_id: uuid.UUID, outcome_json: str) -> None:
+    def add_other(self, job_id: uuid.UUID, outcome_json: str, requeue_now: bool) -> None:
         self.other.append((job_id, outcome_json))
-        self.idle.clear()
-        self.wake.set()
+        self.requeue_now = self.requeue_now or requeue_now
+        self.pending.set()
 
-    async def run(self) -> None:
-        failures = 0
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.done or self.other:
-                try:
-                    await self.flush_once()
-                    failures = 0
-                except DB_ERRORS as exc:
-                    failures += 1
-                    delay = _backoff(failures)
-                    log.warning(
-                        "could not record %d outcome(s) (%s); retrying in %.1fs",
-                        len(self),
-                        exc,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-            self.idle.set()
+    def take(self) -> Batch:
+        batch = Batch(self.done, self.other, self.requeue_now)
+        self.done, self.other, self.requeue_now = [], [], False
+        self.pending.clear()
+        return batch
 
-    async def flush_once(self) -> None:
-        w = self.worker
-        db = w.db
-        done, other = self.done[:], self.other[:]
-        async with db.acquire() as conn:
-            if done:
-                await db.job_complete_many(
-                    conn, w.worker_id, [i for i, _ in done], [r for _, r in done]
-                )
-                del self.done[: len(done)]
-            if other:
-                rows = await db.job_set_outcome_many(conn, w.worker_id, [o for _, o in other])
-                del self.other[: len(other)]
-                if any(r["status"] == "queued" and r["due_now"] for r in rows):
-                    w.more_work.set()
-
-    async def drain(self, timeout: float) -> None:
-        """Wait until every outcome is written (or ``timeout`` passes)."""
+    def restore(self, batch: Batch) -> None:
+        """Put back a batch whose write failed, ahead of anything newer."""
+        self.done[:0] = batch.done
+        self.other[:0] = batch.other
+        self.requeue_now = self.requeue_now or batch.requeue_now
         if len(self):
-            self.wake.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), timeout)
+            self.pending.set()
+
+
+class Batch:
+    """Outcomes taken for one write."""
+
+    __slots__ = ("done", "other", "requeue_now")
+
+    def __init__(
+        self,
+        done: list[tuple[uuid.UUID, str | None]],
+        other: list[tuple[uuid.UUID, str]],
+        requeue_now: bool,
+    ) -> None:
+        self.done = done
+        self.other = other
+        self.requeue_now = requeue_now
+
+    def done_args(self) -> tuple[list[uuid.UUID], list[str | None]]:
+        return [i for i, _ in self.done], [r for _, r in self.done]
+
+    def other_args(self) -> list[str]:
+        return [o for _, o in self.other]
 
 
 class Worker:
@@ -191,10 +185,11 @@ class Worker:
         self.lingering: dict[uuid.UUID, asyncio.Future[Any]] = {}
         self.more_work = asyncio.Event()
         self.slot_free = asyncio.Event()
-        self.reporter = Reporter(self)
+        self.reporter = Reporter()
         self.executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
         self._needs_reconcile = False
+        self._conn: Any = None
         self._side: list[asyncio.Task[None]] = []
 
     @property
@@ -225,10 +220,7 @@ class Worker:
             ",".join(self.queues) if self.queues else "all",
             len(app.tasks),
         )
-        self._side = [
-            asyncio.create_task(self.reporter.run(), name="soniq-reporter"),
-            asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat"),
-        ]
+        self._side = [asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat")]
         if not self.run_once:
             self._side.append(asyncio.create_task(self._listen_loop(), name="soniq-listen"))
             self._side.append(asyncio.create_task(self._maintenance_loop(), name="soniq-rescue"))
@@ -288,33 +280,46 @@ class Worker:
     async def _claim_loop(self) -> None:
         poll = self.app.settings.poll_interval
         failures = 0
+        reporter = self.reporter
         while not self.stop.is_set():
             self.slot_free.clear()
             free = self.concurrency - len(self.running)
             if free <= 0:
-                await self._wait_any(self.slot_free, timeout=poll)
+                if len(reporter):  # a thread that outlived its timeout ended meanwhile
+                    await self._write_outcomes()
+                await self._wait_any(self.slot_free, reporter.pending, timeout=poll)
                 continue
             self.more_work.clear()
+            batch = reporter.take()
             try:
                 if self._needs_reconcile:
+                    reporter.restore(batch)
                     await self._reconcile()
-                claimed = await self._claim(free)
+                    batch = reporter.take()
+                claimed = await self._claim(free, batch)
                 failures = 0
             except DB_ERRORS as exc:
+                reporter.restore(batch)
                 failures += 1
                 self._needs_reconcile = True
                 delay = _backoff(failures)
                 log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
                 continue
+            if batch.requeue_now:
+                self.more_work.set()
             if claimed == free:
                 continue  # there may be more: claim again while slots are free
-            if self.run_once:
-                if claimed == 0 and await self._run_once_idle():
-                    return
-                await self._wait_any(self.more_work, self.slot_free, timeout=poll)
-            else:
-                await self._wait_any(self.more_work, timeout=poll)
+            if (
+                self.run_once
+                and claimed == 0
+                and not self.running
+                and not self.lingering
+                and not len(reporter)
+                and not self.more_work.is_set()
+            ):
+                return
+            await self._wait_any(self.more_work, self.slot_free, reporter.pending, timeout=poll)
 
     async def _wait_any(self, *events: asyncio.Event, timeout: float) -> None:
         """Wait until stop or one of ``events`` is set, or ``timeout`` passes."""
@@ -327,16 +332,35 @@ class Worker:
             for w in waiters:
                 w.cancel()
 
-    async def _run_once_idle(self) -> bool:
-        """run_once: True when nothing runs, nothing waits to be written, nothing is due."""
-        if self.running or self.lingering:
-            return False
-        await self.reporter.drain(timeout=30.0)
-        return not self.more_work.is_set() and not len(self.reporter)
+    async def _connection(self) -> Any:
+        """The claim loop's own connection (claims and outcomes), reconnected when lost.
 
-    async def _claim(self, limit: int) -> int:
-        async with self.db.acquire() as conn:
-            rows = await self.db.job_claim(conn, self.worker_id, limit, self.queues)
+        Its commits do not wait for the WAL flush unless ``worker_synchronous_commit`` is on:
+        a database crash can then forget the last few milliseconds of claims and outcomes,
+        which puts those jobs back to run again (at-least-once), never loses one.
+        """
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            self._conn = None
+            sync = "on" if self.app.settings.worker_synchronous_commit else "off"
+            conn = await self.app.connect(synchronous_commit=sync)
+            await init_connection(conn)
+            self._conn = conn
+        return conn
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5.0)
+
+    async def _claim(self, limit: int, batch: Batch) -> int:
+        """Write ``batch`` and claim up to ``limit`` jobs, in one statement."""
+        done_ids, results = batch.done_args()
+        conn = await self._connection()
+        rows = await self.db.job_report_and_claim(
+            conn, self.worker_id, limit, self.queues, done_ids, results, batch.other_args()
+        )
         if not rows:
             return 0
         if len(rows) > 1:
@@ -350,20 +374,41 @@ class Worker:
         self._report_in_flight()
         return len(rows)
 
+    async def _write_outcomes(self) -> bool:
+        """Write pending outcomes on their own; False if the database refused."""
+        batch = self.reporter.take()
+        if not batch.done and not batch.other:
+            return True
+        try:
+            conn = await self._connection()
+            if batch.done:
+                ids, results = batch.done_args()
+                await self.db.job_complete_many(conn, self.worker_id, ids, results)
+            if batch.other:
+                await self.db.job_set_outcome_many(conn, self.worker_id, batch.other_args())
+        except DB_ERRORS as exc:
+            self.reporter.restore(batch)
+            self._needs_reconcile = True
+            log.warning("could not record %d outcome(s): %s", len(self.reporter), exc)
+            return False
+        if batch.requeue_now:
+            self.more_work.set()
+        return True
+
     async def _reconcile(self) -> None:
         """After a fault: jobs the database says we hold but we do not run go back."""
         known = set(self.running) | set(self.lingering) | self.reporter.ids()
-        async with self.db.acquire() as conn:
-            rows = await self.db.job_return_orphans(conn, self.worker_id, list(known))
-            if not await self.db.worker_heartbeat(conn, self.worker_id, len(self.running)):
-                await self.db.worker_register(
-                    conn,
-                    self.worker_id,
-                    self.hostname,
-                    os.getpid(),
-                    self.queues,
-                    self.concurrency,
-                )
+        conn = await self._connection()
+        rows = await self.db.job_return_orphans(conn, self.worker_id, list(known))
+        if not await self.db.worker_heartbeat(conn, self.worker_id, len(self.running)):
+            await self.db.worker_register(
+                conn,
+                self.worker_id,
+                self.hostname,
+                os.getpid(),
+                self.queues,
+                self.concurrency,
+            )
         self._needs_reconcile = False
         if rows:
             log.warning("returned %d job(s) whose claim was cut off by a fault", len(rows))
@@ -542,7 +587,6 @@ class Worker:
     def _lingering_done(self, task: Task[Any, Any], job: _Job, outcome: Outcome) -> None:
         if self.lingering.pop(job.id, None) is not None:
             self._record(task, job, outcome)
-            self.more_work.set()
 
     def _outcome(self, ok: bool, value: Any) -> Outcome:
         if not ok:
@@ -584,7 +628,11 @@ class Worker:
         }
         if outcome.kind is Kind.SNOOZE:
             payload["error"] = None
-        self.reporter.add_other(job.id, json.dumps(payload))
+        self.reporter.add_other(
+            job.id,
+            json.dumps(payload),
+            decision.status is JobStatus.QUEUED and decision.delay <= 0,
+        )
         if decision.status is JobStatus.DEAD_LETTER:
             log.error(
                 "job %s (%s) dead-lettered (%s): %s",
@@ -704,7 +752,15 @@ class Worker:
             t.cancel()
         if self.running:
             await asyncio.wait(list(self.running.values()), timeout=CANCEL_GRACE)
-        await self.reporter.drain(timeout=10.0)
+        deadline = time.monotonic() + 10.0
+        while len(self.reporter) and not await self._write_outcomes():
+            if time.monotonic() > deadline:
+                log.error(
+                    "gave up recording %d outcome(s); rescue will return those jobs",
+                    len(self.reporter),
+                )
+                break
+            await asyncio.sleep(0.5)
         for t in self._side:
             t.cancel()
         await asyncio.gather(*self._side, return_exceptions=True)
@@ -716,6 +772,7 @@ class Worker:
                 await self.db.worker_stop(conn, self.worker_id)
         except DB_ERRORS as exc:
             log.warning("could not mark worker stopped (%s); rescue will return its jobs", exc)
+        await self._close_connection()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker %s stopped", self.worker_id)

@@ -15,14 +15,20 @@ WITH ins AS (
 SELECT id, CASE WHEN scheduled_at <= now() THEN pg_notify($9, queue) END AS notified FROM ins
 
 -- name: job_insert_plain
--- Same as job_insert, without a dedup key (its hot path).
+-- Same as job_insert, without a dedup key (its hot path). A NULL channel $8 sends no NOTIFY
+-- (another enqueue in flight carries it: see Database._insert_due).
 WITH ins AS (
     INSERT INTO {schema}.soniq_jobs
         (id, job_name, queue, priority, args, max_attempts, scheduled_at)
     VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()))
     RETURNING queue, scheduled_at
 )
-SELECT CASE WHEN scheduled_at <= now() THEN pg_notify($8, queue) END FROM ins
+SELECT CASE WHEN $8::text IS NOT NULL AND scheduled_at <= now() THEN pg_notify($8, queue) END
+FROM ins
+
+-- name: job_insert_wake
+-- A NOTIFY on its own, owed to jobs that committed without one.
+SELECT pg_notify($1, $2)
 
 -- name: job_get_active_by_dedup_key
 SELECT id FROM {schema}.soniq_jobs
@@ -38,41 +44,6 @@ WITH ins AS (
 )
 SELECT (SELECT count(*) FROM ins) AS inserted,
        CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END AS notified
-
--- name: job_claim
--- Claim up to $2 due jobs of any queue for worker $1, in claim order, in one statement.
-WITH due AS (
-    SELECT id FROM {schema}.soniq_jobs
-    WHERE status = 'queued' AND scheduled_at <= now()
-    ORDER BY priority, scheduled_at, id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {schema}.soniq_jobs AS j
-SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
-FROM due WHERE j.id = due.id
-RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at
-
--- name: job_claim_queues
--- Claim up to $2 due jobs of the queues $3 for worker $1; each queue walks its own index range.
-WITH due AS (
-    SELECT c.id FROM unnest($3::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
-        WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
-        ORDER BY priority, scheduled_at, id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.priority, c.scheduled_at, c.id
-    LIMIT $2
-)
-UPDATE {schema}.soniq_jobs AS j
-SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
-FROM due WHERE j.id = due.id
-RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at
 
 -- name: job_complete_many
 -- The success path, batched: set done only if still processing by this worker.
@@ -104,6 +75,100 @@ FROM unnest($1::jsonb[]) AS x(o),
                      x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
 WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $2
 RETURNING j.id, j.status, j.scheduled_at <= now() AS due_now, j.queue
+
+-- name: job_report_and_claim
+-- The worker's one round trip per cycle: record finished jobs (done $2/$3, other outcomes $4,
+-- guarded like job_complete_many / job_set_outcome_many) and claim up to {limit} due jobs of
+-- any queue, in claim order, on the claim index. {limit} is an integer literal, not a
+-- parameter: a generic plan for "LIMIT $n" guesses thousands of rows and hash-joins the whole
+-- table; with the literal the plan stays an index walk whatever the backlog.
+-- The claim does not see rows re-queued by this same statement.
+WITH done AS (
+    UPDATE {schema}.soniq_jobs AS j
+    SET status = 'done', finished_at = now(), result = r.result
+    FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, result)
+    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
+    RETURNING j.id
+), other AS (
+    UPDATE {schema}.soniq_jobs AS j
+    SET status = r.status,
+        scheduled_at = CASE WHEN r.status = 'queued'
+                            THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
+        attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
+        finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
+        last_error = COALESCE(r.error, j.last_error),
+        errors = CASE WHEN r.error IS NULL THEN j.errors
+                      ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1))
+                 END,
+        dead_reason = r.reason,
+        dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
+    FROM unnest($4::jsonb[]) AS x(o),
+         LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
+                         COALESCE((x.o->>'delay')::float8, 0) AS delay,
+                         COALESCE((x.o->>'refund')::boolean, false) AS refund,
+                         x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
+    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
+    RETURNING j.id
+), due AS (
+    SELECT id FROM {schema}.soniq_jobs
+    WHERE status = 'queued' AND scheduled_at <= now()
+    ORDER BY priority, scheduled_at, id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+          j.created_at, j.scheduled_at
+
+-- name: job_report_and_claim_queues
+-- As job_report_and_claim, for the queues $5 only.
+WITH done AS (
+    UPDATE {schema}.soniq_jobs AS j
+    SET status = 'done', finished_at = now(), result = r.result
+    FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, result)
+    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
+    RETURNING j.id
+), other AS (
+    UPDATE {schema}.soniq_jobs AS j
+    SET status = r.status,
+        scheduled_at = CASE WHEN r.status = 'queued'
+                            THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
+        attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
+        finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
+        last_error = COALESCE(r.error, j.last_error),
+        errors = CASE WHEN r.error IS NULL THEN j.errors
+                      ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1))
+                 END,
+        dead_reason = r.reason,
+        dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
+    FROM unnest($4::jsonb[]) AS x(o),
+         LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
+                         COALESCE((x.o->>'delay')::float8, 0) AS delay,
+                         COALESCE((x.o->>'refund')::boolean, false) AS refund,
+                         x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
+    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
+    RETURNING j.id
+), due AS (
+    SELECT c.id FROM unnest($5::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
+        WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
+        ORDER BY priority, scheduled_at, id
+        LIMIT {limit}
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority, c.scheduled_at, c.id
+    LIMIT {limit}
+)
+UPDATE {schema}.soniq_jobs AS j
+SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
+          j.created_at, j.scheduled_at
 
 -- name: job_return_many
 -- Shutdown or reconnect: give jobs back to the queue without spending the attempt.
