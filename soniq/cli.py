@@ -1153,22 +1153,29 @@ def _selection(ids: tuple[str, ...], select_all: bool, job_name: str | None, ver
     return not ids
 
 
-async def _collect(app: Soniq, job_name: str | None, limit: int | None) -> list[Any]:
-    """Every entry matching ``job_name`` (up to ``limit``), paging through the list."""
-    found: dict[str, Any] = {}
+async def _collect(
+    app: Soniq, job_name: str | None, limit: int | None, skip: Callable[[Any], str | None]
+) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """Entries matching ``job_name``, paging through the list: (to act on, at most
+    ``limit``; skipped with the reason)."""
+    todo: dict[str, Any] = {}
+    skipped: dict[str, tuple[Any, str]] = {}
     page = 1000
     offset = 0
-    while limit is None or len(found) < limit:
+    while limit is None or len(todo) < limit:
         batch = await app.dead_letter.list_dead_letter_jobs(
             limit=page, offset=offset, job_name=job_name
         )
         for entry in batch:
-            found.setdefault(entry.id, entry)
+            why = skip(entry)
+            if why is not None:
+                skipped.setdefault(entry.id, (entry, why))
+            elif limit is None or len(todo) < limit:
+                todo.setdefault(entry.id, entry)
         if len(batch) < page:
             break
         offset += page
-    entries = list(found.values())
-    return entries if limit is None else entries[:limit]
+    return list(todo.values()), list(skipped.values())
 
 
 class _Interrupt:
@@ -1219,16 +1226,18 @@ async def _bulk(
     """
     bulk = _selection(ids, select_all, job_name, verb)
     if bulk:
-        entries = await _collect(app, job_name, limit)
+        todo, skipped = await _collect(app, job_name, limit, skip)
     else:
-        entries = []
+        todo, skipped = [], []
         for job_id in dict.fromkeys(ids):
             entry = await app.dead_letter.get_dead_letter_job(job_id)
             if entry is None:
                 fail(f"no dead-letter entry with id {job_id}; nothing was {PAST[verb]}")
-            entries.append(entry)
-    skipped = [(e, why) for e in entries if (why := skip(e)) is not None]
-    todo = [e for e in entries if skip(e) is None]
+            why = skip(entry)
+            if why is None:
+                todo.append(entry)
+            else:
+                skipped.append((entry, why))
     if bulk and todo and not yes:
         what = f" of task {job_name}" if job_name else ""
         noun = "entry" if len(todo) == 1 else "entries"
@@ -1279,7 +1288,7 @@ async def _bulk(
         uncancel = getattr(current, "uncancel", None)  # 3.11+: clear the cancel request
         if uncancel is not None:
             uncancel()  # the second signal: the entry in progress was rolled back
-    return done, skipped, len(entries), stopper.requested and len(done) < len(todo)
+    return done, skipped, len(todo) + len(skipped), stopper.requested and len(done) < len(todo)
 
 
 def _bulk_options(fn: F) -> F:
