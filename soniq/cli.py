@@ -521,6 +521,14 @@ def _parse_queues(value: str | None) -> list[str] | None:
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
 )
+@click.option(
+    "--metrics-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often queue gauges are sampled from the database.",
+)
 def worker(
     concurrency: int | None,
     queues: str | None,
@@ -528,6 +536,7 @@ def worker(
     with_scheduler: bool,
     metrics_port: int | None,
     metrics_host: str,
+    metrics_interval: float,
 ) -> None:
     """Run the jobs of SONIQ_JOBS_MODULES until SIGTERM/SIGINT.
 
@@ -545,7 +554,7 @@ def worker(
             if metrics_port is not None:
                 from soniq.contrib import metrics
 
-                observers = [metrics.install(app) for app in apps]
+                observers = [metrics.install(app, sample_interval=metrics_interval) for app in apps]
                 try:
                     metrics.serve(metrics_port, metrics_host)
                 except OSError as exc:
