@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from soniq import Soniq
 
 app = Soniq()
+log = logging.getLogger("cli_jobs")
 
 
 @app.job(name="cli.add")
 async def add(x: int, y: int) -> int:
+    log.info("adding %s and %s", x, y)
     return x + y
 
 
