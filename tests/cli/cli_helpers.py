@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,15 @@ CLI_JOBS = "cli.cli_jobs"  # module path under the PYTHONPATH that cli_env sets
 async def invoke(env: dict[str, str], *args: str, input: str | None = None) -> Result:
     """``soniq ARGS`` through click's runner, in a thread (the command runs its own loop)."""
     runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, cli, list(args), env=env, input=input, catch_exceptions=True
-    )
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return await asyncio.to_thread(
+            runner.invoke, cli, list(args), env=env, input=input, catch_exceptions=True
+        )
+    finally:  # the command configures logging for its process; this process is pytest
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def as_json(result: Result) -> Any:
