@@ -65,7 +65,8 @@ class JobFieldsFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message`` and, inside a job, ``[task job_id attempt=N]``."""
+    """``time level logger: message`` and, inside a job whose id the message does not
+    already name, `` [task job_id attempt=N]``."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -73,8 +74,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         job_id = getattr(record, "job_id", None)
-        if job_id is None:
-            return line
+        if job_id is None or str(job_id) in record.getMessage():
+            return line  # outside a job, or the message already names it
         head, sep, tail = line.partition("\n")
         task, attempt = getattr(record, "task", None), getattr(record, "attempt", None)
         where = f" [{task} {job_id} attempt={attempt}]"
