@@ -210,20 +210,40 @@ class Database:
         """
         if dedup_key is not None:
             return await (conn if conn is not None else self.lanes).fetchval(  # type: ignore[no-any-return]
-                self.q["job_insert"], job_id, job_name, queue, priority, args_json,
-                max_attempts, scheduled_at, dedup_key, self.channel,
+                self.q["job_insert"],
+                job_id,
+                job_name,
+                queue,
+                priority,
+                args_json,
+                max_attempts,
+                scheduled_at,
+                dedup_key,
+                self.channel,
             )
         if conn is None and scheduled_at is None:
             await self._insert_due(job_id, job_name, queue, priority, args_json, max_attempts)
         else:
             await (conn if conn is not None else self.lanes).fetchval(
-                self.q["job_insert_plain"], job_id, job_name, queue, priority, args_json,
-                max_attempts, scheduled_at, self.channel,
+                self.q["job_insert_plain"],
+                job_id,
+                job_name,
+                queue,
+                priority,
+                args_json,
+                max_attempts,
+                scheduled_at,
+                self.channel,
             )
         return job_id
 
     async def _insert_due(
-        self, job_id: str, job_name: str, queue: str, priority: int, args_json: str,
+        self,
+        job_id: str,
+        job_name: str,
+        queue: str,
+        priority: int,
+        args_json: str,
         max_attempts: int,
     ) -> None:
         """Insert a due job in its own transaction, sharing the NOTIFY with concurrent ones.
@@ -246,8 +266,15 @@ class Database:
         wake.in_flight += 1
         try:
             await self.lanes.fetchval(
-                self.q["job_insert_plain"], job_id, job_name, queue, priority, args_json,
-                max_attempts, None, self.channel if notify else None,
+                self.q["job_insert_plain"],
+                job_id,
+                job_name,
+                queue,
+                priority,
+                args_json,
+                max_attempts,
+                None,
+                self.channel if notify else None,
             )
         except BaseException:
             # whether it committed is unknown: treat the job as owed a NOTIFY
@@ -304,8 +331,15 @@ class Database:
         """Insert many jobs of one task in one statement (with its NOTIFY)."""
         c = conn if conn is not None else self.lanes
         inserted = await c.fetchval(
-            self.q["job_insert_many"], ids, job_name, queue, priority, args_json,
-            max_attempts, scheduled_at, self.channel,
+            self.q["job_insert_many"],
+            ids,
+            job_name,
+            queue,
+            priority,
+            args_json,
+            max_attempts,
+            scheduled_at,
+            self.channel,
         )
         return int(inserted)
 
@@ -429,12 +463,21 @@ class Database:
     # -- workers ---------------------------------------------------------------------------
 
     async def worker_register(
-        self, conn: Conn, worker_id: str, hostname: str, pid: int,
-        queues: Sequence[str] | None, concurrency: int,
+        self,
+        conn: Conn,
+        worker_id: str,
+        hostname: str,
+        pid: int,
+        queues: Sequence[str] | None,
+        concurrency: int,
     ) -> None:
         await conn.execute(
-            self.q["worker_register"], worker_id, hostname, pid,
-            list(queues) if queues else None, concurrency,
+            self.q["worker_register"],
+            worker_id,
+            hostname,
+            pid,
+            list(queues) if queues else None,
+            concurrency,
         )
 
     async def worker_heartbeat(self, conn: Conn, worker_id: str, in_flight: int) -> bool:
@@ -451,6 +494,19 @@ class Database:
     async def worker_prune(self, conn: Conn, older_than: float) -> int:
         rows = await conn.fetch(self.q["worker_prune"], float(older_than))
         return len(rows)
+
+    # -- table health ------------------------------------------------------------------------
+
+    @property
+    def jobs_table(self) -> str:
+        return f"{quote_ident(self.schema)}.soniq_jobs"
+
+    async def job_table_dead_tuples(self, conn: Conn) -> tuple[int, int]:
+        row = await conn.fetchrow(self.q["job_table_dead_tuples"], self.jobs_table)
+        return (0, 0) if row is None else (int(row["dead"]), int(row["live"]))
+
+    async def job_table_vacuum(self, conn: Conn) -> None:
+        await conn.execute(self.q["job_table_vacuum"].replace("{table}", self.jobs_table))
 
     # -- locks -----------------------------------------------------------------------------
 

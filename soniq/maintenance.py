@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from soniq.db import advisory_key
 
 if TYPE_CHECKING:
@@ -63,3 +65,37 @@ async def prune(app: Soniq) -> tuple[int, int]:
     if jobs or workers:
         log.info("pruned %d finished jobs and %d stale worker rows", jobs, workers)
     return jobs, workers
+
+
+VACUUM_MIN_DEAD = 5000
+_vacuum_refused: set[str] = set()
+
+
+async def vacuum_if_needed(app: Soniq) -> bool:
+    """VACUUM the job table when dead row versions pile up; True if it ran.
+
+    Every claim and outcome leaves a dead row version and a dead entry at the head of the claim
+    index; autovacuum looks at a table at most once a minute, so during a long drain each claim
+    would step over more and more of them. One process at a time (advisory lock) runs it.
+    Needs the table's owner (or MAINTAIN); without it this logs once and stops trying.
+    """
+    if app.schema in _vacuum_refused:
+        return False
+    db = await app._database()
+    async with db.acquire() as conn:
+        dead, live = await db.job_table_dead_tuples(conn)
+        if dead < max(VACUUM_MIN_DEAD, live // 5):
+            return False
+        key = advisory_key(app.schema, "vacuum")
+        if not await db.lock_try(conn, key):
+            return False
+        try:
+            await db.job_table_vacuum(conn)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            _vacuum_refused.add(app.schema)
+            log.warning("cannot VACUUM %s (%s); leaving it to autovacuum", db.jobs_table, exc)
+            return False
+        finally:
+            await db.lock_release(conn, key)
+    log.debug("vacuumed %s (%d dead row versions)", db.jobs_table, dead)
+    return True

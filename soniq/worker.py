@@ -47,7 +47,8 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 MAX_BACKOFF = 5.0
-CANCEL_GRACE = 1.0  # seconds an async handler gets to honour cancellation
+CANCEL_GRACE = 1.0
+VACUUM_CHECK_SECONDS = 2.0  # seconds an async handler gets to honour cancellation
 
 
 def _backoff(failures: int) -> float:
@@ -687,15 +688,23 @@ class Worker:
                 self._needs_reconcile = True
 
     async def _maintenance_loop(self) -> None:
+        """Rescue every ``cleanup_interval``; a VACUUM check every few seconds; prune now and
+        then. Each pass is guarded by an advisory lock, so one process does it at a time."""
         interval = self.app.settings.cleanup_interval
-        last_prune = time.monotonic()
+        tick = min(interval, VACUUM_CHECK_SECONDS)
+        now = time.monotonic()
+        last_rescue = last_prune = now
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
+            now = time.monotonic()
             try:
-                if await maintenance.rescue_stale(self.app):
-                    self.more_work.set()
-                if time.monotonic() - last_prune > max(60.0, interval * 10):
-                    last_prune = time.monotonic()
+                if now - last_rescue >= interval - 1e-3:
+                    last_rescue = now
+                    if await maintenance.rescue_stale(self.app):
+                        self.more_work.set()
+                await maintenance.vacuum_if_needed(self.app)
+                if now - last_prune > max(60.0, interval * 10):
+                    last_prune = now
                     await maintenance.prune(self.app)
             except DB_ERRORS as exc:
                 log.warning("maintenance failed: %s", exc)

@@ -33,8 +33,11 @@ CREATE INDEX IF NOT EXISTS soniq_jobs_claim_queue_idx
 CREATE UNIQUE INDEX IF NOT EXISTS soniq_jobs_dedup_idx
     ON {schema}.soniq_jobs (dedup_key)
     WHERE dedup_key IS NOT NULL AND status IN ('queued', 'processing');
+-- Jobs being run, for rescue. Keyed by id, not worker_id: the per-outcome updates join on id,
+-- and an index on worker_id would tempt the planner into walking every (dead) entry a busy
+-- worker ever left there.
 CREATE INDEX IF NOT EXISTS soniq_jobs_processing_idx
-    ON {schema}.soniq_jobs (worker_id) WHERE status = 'processing';
+    ON {schema}.soniq_jobs (id) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS soniq_jobs_finished_idx
     ON {schema}.soniq_jobs (finished_at) WHERE status IN ('done', 'cancelled');
 CREATE INDEX IF NOT EXISTS soniq_jobs_dead_idx

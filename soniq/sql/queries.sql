@@ -328,6 +328,16 @@ WHERE id IN (SELECT id FROM {schema}.soniq_jobs
              LIMIT $2)
 RETURNING id
 
+-- name: job_table_dead_tuples
+-- Dead and live row versions of the job table, from the statistics collector (cheap).
+SELECT COALESCE(n_dead_tup, 0) AS dead, COALESCE(n_live_tup, 0) AS live
+FROM pg_stat_user_tables
+WHERE relid = to_regclass($1)
+
+-- name: job_table_vacuum
+-- {table} is the quoted, schema-qualified job table (DDL-like: not a bound parameter).
+VACUUM (SKIP_LOCKED) {table}
+
 -- name: lock_try
 SELECT pg_try_advisory_lock($1)
 
