@@ -8,11 +8,10 @@ environment variables, then the defaults below. Values that cannot work raise
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 from soniq.errors import SETTINGS_INVALID, SoniqError
 
