@@ -227,6 +227,10 @@ def load_apps(cfg: Config) -> list[Soniq]:
         except Exception as exc:
             if cfg.debug:
                 raise
+            if isinstance(exc, SoniqError):
+                raise SoniqError(
+                    exc.error_code, f"while importing jobs module {name!r}: {exc.message}"
+                ) from None
             raise SoniqError(
                 JOBS_MODULE_IMPORT,
                 f"cannot import jobs module {name!r}: {type(exc).__name__}: {exc}. Fix the "
@@ -291,6 +295,13 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, width=width, highlight=False, soft_wrap=False)
 
 
+NUMERIC = {
+    "Queued", "Running", "Done", "Dead", "Cancelled", "Attempts", "Concurrency", "In flight",
+    "Holding", "Replayed", "Done/min", "Dead/min", "Retries", "Priority", "Version",
+}  # fmt: skip
+WRAPPING = {"Last error", "Error", "Schedule", "Queues"}  # the rest never wrap (ids stay whole)
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
     from rich.table import Table
     from rich.text import Text
@@ -299,25 +310,13 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
         return Text(f"{title or ''} (none)", style="bold")
     t = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
     for col in columns:
-        numeric = col in {
-            "Queued",
-            "Running",
-            "Done",
-            "Dead",
-            "Cancelled",
-            "Attempts",
-            "PID",
-            "Concurrency",
-            "In flight",
-            "Holding",
-            "Replayed",
-            "Done/min",
-            "Dead/min",
-            "Retries",
-            "Priority",
-            "Version",
-        }
-        t.add_column(col, justify="right" if numeric else "left", overflow="fold")
+        t.add_column(
+            col,
+            justify="right" if col in NUMERIC else "left",
+            no_wrap=col not in WRAPPING,
+            overflow="fold",
+            ratio=1 if col in WRAPPING else None,
+        )
     for row in rows:
         t.add_row(*[Text("-" if c is None else str(c)) for c in row])
     return t
@@ -363,6 +362,15 @@ def ago(when: datetime | None) -> str:
         return "-"
     delta = (datetime.now(timezone.utc) - when).total_seconds()
     return f"{age(delta)} ago" if delta >= 0 else age(delta)
+
+
+def uptime(worker: dict[str, Any]) -> str:
+    """How long a worker ran: until now, or until it stopped or went silent."""
+    end = worker.get("stopped_at") or (
+        datetime.now(timezone.utc) if worker.get("alive") else worker.get("heartbeat_at")
+    )
+    start = worker.get("started_at")
+    return "-" if start is None or end is None else age((end - start).total_seconds())
 
 
 def stamp(when: datetime | None) -> str:
@@ -784,7 +792,7 @@ def status(as_json: bool) -> None:
                         w["concurrency"],
                         w["in_flight"],
                         ago(w["heartbeat_at"]),
-                        ago(w["started_at"]).removesuffix(" ago"),
+                        uptime(w),
                     ]
                     for w in alive
                 ],
@@ -846,27 +854,23 @@ async def _inspect_workers(app: Soniq, *, stale: bool, as_json: bool) -> None:
             [
                 "Worker",
                 "State",
-                "Host",
-                "PID",
                 "Queues",
                 "Concurrency",
                 "In flight",
                 "Holding",
                 "Heartbeat",
-                "Started",
+                "Up",
             ],
             [
                 [
                     w["id"],
                     w["state"],
-                    w["hostname"],
-                    w["pid"],
                     ",".join(w["queues"] or []) or "all",
                     w["concurrency"],
                     w["in_flight"],
                     w["holding"],
                     ago(w["heartbeat_at"]),
-                    stamp(w["started_at"]),
+                    uptime(w),
                 ]
                 for w in workers
             ],
@@ -875,7 +879,7 @@ async def _inspect_workers(app: Soniq, *, stale: bool, as_json: bool) -> None:
     if any(w["state"] == "stale" and w["holding"] for w in workers):
         out.print(
             "Jobs held by stale workers go back to the queue at the next rescue pass "
-            "(any running worker or scheduler, every cleanup_interval)."
+            "(every cleanup_interval, by any running worker or scheduler)."
         )
 
 
@@ -995,7 +999,7 @@ def jobs_list(
         console().print(
             table(
                 f"{len(rows)} job(s)" + (f" (limit {limit})" if len(rows) == limit else ""),
-                ["ID", "Task", "Queue", "Status", "Attempts", "Scheduled", "Created", "Last error"],
+                ["ID", "Task", "Queue", "Status", "Attempts", "Due", "Last error"],
                 [
                     [
                         j["id"],
@@ -1003,8 +1007,7 @@ def jobs_list(
                         j["queue"],
                         j["status"].value,
                         f"{j['attempts']}/{j['max_attempts']}",
-                        stamp(j["scheduled_at"]),
-                        ago(j["created_at"]),
+                        ago(j["scheduled_at"]),
                         short(j["last_error"], 50),
                     ]
                     for j in rows
@@ -1068,16 +1071,14 @@ def _dead_row(d: Any) -> list[Any]:
     return [
         d.id,
         d.job_name,
-        d.queue,
         d.reason,
-        d.attempts,
         d.resurrection_count,
         ago(d.dead_lettered_at),
         short(d.last_error, 50),
     ]
 
 
-DEAD_COLUMNS = ["ID", "Task", "Queue", "Reason", "Attempts", "Replayed", "Dead since", "Last error"]
+DEAD_COLUMNS = ["ID", "Task", "Reason", "Replayed", "Dead since", "Last error"]
 
 
 @dead_letter.command("list")
