@@ -182,3 +182,29 @@ def test_instances_have_own_settings() -> None:
     assert (a.settings.concurrency, a.schema) == (1, "a_schema")
     assert (b.settings.concurrency, b.schema) == (9, "b_schema")
     assert a.tasks is not b.tasks
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    """docs/configuration.md has a row per setting: name, SONIQ_ variable, the real default."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[1].startswith("SONIQ_"):
+            rows[cells[0]] = (cells[1], cells[2])
+    for field, info in Settings.model_fields.items():
+        name = "schema" if field == "schema_name" else field
+        assert name in rows, f"{name} is missing from docs/configuration.md"
+        env, shown = rows[name]
+        assert env == f"SONIQ_{name.upper()}"
+        default = info.default
+        if default is None:
+            assert shown in {"unset", "all"}, name
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), name
+        elif isinstance(default, (int, float)):
+            assert float(shown) == default, name
+        else:
+            assert shown == str(default), name
