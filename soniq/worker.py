@@ -29,7 +29,7 @@ from ulid import ULID
 
 from soniq import logs, maintenance
 from soniq.db import init_connection
-from soniq.errors import SoniqError
+from soniq.errors import SETTINGS_INVALID, SoniqError
 from soniq.jobs import JobContext, Snooze, Task, dump_json
 from soniq.states import Decision, JobStatus, Kind, Outcome, decide
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("soniq.worker")
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
-    SoniqError,  # raised by app.connect() when the database cannot be reached
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -167,8 +166,6 @@ class Worker:
         s = app.settings
         self.concurrency = concurrency if concurrency is not None else s.concurrency
         if self.concurrency < 1:
-            from soniq.errors import SETTINGS_INVALID, SoniqError
-
             raise SoniqError(SETTINGS_INVALID, "concurrency must be at least 1")
         if isinstance(queues, str):
             queues = [q.strip() for q in queues.split(",") if q.strip()]
@@ -252,10 +249,18 @@ class Worker:
         self.more_work.set()
 
     async def _register(self) -> None:
-        async with self.db.acquire() as conn:
-            await self.db.worker_register(
-                conn, self.worker_id, self.hostname, os.getpid(), self.queues, self.concurrency
-            )
+        try:
+            async with self.db.acquire() as conn:
+                await self.db.worker_register(
+                    conn,
+                    self.worker_id,
+                    self.hostname,
+                    os.getpid(),
+                    self.queues,
+                    self.concurrency,
+                )
+        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+            raise self.app._not_set_up() from None
 
     async def _retry_db(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
         failures = 0
@@ -344,7 +349,10 @@ class Worker:
         if conn is None or conn.is_closed():
             self._conn = None
             sync = "on" if self.app.settings.worker_synchronous_commit else "off"
-            conn = await self.app.connect(synchronous_commit=sync)
+            try:
+                conn = await self.app.connect(synchronous_commit=sync)
+            except SoniqError as exc:  # unreachable: retried like any lost connection
+                raise ConnectionError(exc.message) from exc
             await init_connection(conn)
             self._conn = conn
         return conn

@@ -9,6 +9,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from soniq import JobContext, JobStatus, Snooze, Soniq
 from tests.conftest import wait_for
 
@@ -466,3 +468,16 @@ async def _listening(app: Soniq) -> bool:
             "SELECT count(*) FROM pg_stat_activity WHERE query = $1", f'LISTEN "{channel}"'
         )
     return bool(n)
+
+
+async def test_worker_on_schema_not_set_up_fails_fast(pg_url: str) -> None:
+    from soniq import SoniqError
+
+    app = Soniq(database_url=pg_url, schema="t_never_set_up")
+    try:
+        with pytest.raises(SoniqError) as err:
+            await asyncio.wait_for(app.run_worker(run_once=True), 10)
+        assert err.value.error_code == "SONIQ_SCHEMA_MISSING"
+        assert "soniq setup" in str(err.value)
+    finally:
+        await app.close()
