@@ -606,11 +606,10 @@ def scheduler(check_interval: float | None) -> None:
 
     Any number may run: one leads (advisory lock), the others wait to take over.
     """
-    from soniq.scheduler import Scheduler
-
     cfg = _config()
     apps = load_apps(cfg)
     _configure_process_logging(cfg, apps)
+    from soniq.scheduler import Scheduler
 
     async def go() -> None:
         stop = asyncio.Event()
