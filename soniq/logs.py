@@ -30,9 +30,7 @@ _STANDARD_ATTRS = frozenset(
 @contextmanager
 def job_context(job_id: str, task: str, queue: str, attempt: int) -> Iterator[None]:
     """Within this block (and tasks or threads started from it), records carry the job's fields."""
-    token = _current_job.set(
-        {"job_id": job_id, "task": task, "queue": queue, "attempt": attempt}
-    )
+    token = _current_job.set({"job_id": job_id, "task": task, "queue": queue, "attempt": attempt})
     try:
         yield
     finally:

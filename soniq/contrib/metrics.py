@@ -30,7 +30,7 @@ log = logging.getLogger("soniq.metrics")
 DURATION_BUCKETS = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
     float("inf"),
-)
+)  # fmt: skip
 OUTCOMES = ("succeeded", "retried", "dead_lettered", "snoozed")
 
 
@@ -73,8 +73,11 @@ class _Families:
             ),
             snoozed=counter("soniq_jobs_snoozed", "Job attempts that returned Snooze."),
             duration=Histogram(
-                "soniq_job_duration_seconds", "Handler run time per attempt.",
-                ("queue", "task"), registry=registry, buckets=DURATION_BUCKETS,
+                "soniq_job_duration_seconds",
+                "Handler run time per attempt.",
+                ("queue", "task"),
+                registry=registry,
+                buckets=DURATION_BUCKETS,
             ),
             queue_depth=gauge(
                 "soniq_queue_depth", "Queued jobs (due now or scheduled later), sampled."
@@ -86,7 +89,8 @@ class _Families:
                 "Age of the oldest due queued job (0 when none is due), sampled.",
             ),
             worker_in_flight=gauge(
-                "soniq_worker_in_flight", "Jobs a worker of this process is running.",
+                "soniq_worker_in_flight",
+                "Jobs a worker of this process is running.",
                 ("worker_id",),
             ),
         )
@@ -107,7 +111,9 @@ class SoniqMetrics:
     """Observer of one ``Soniq`` instance that records Prometheus metrics."""
 
     def __init__(
-        self, app: Soniq, registry: CollectorRegistry | None = None,
+        self,
+        app: Soniq,
+        registry: CollectorRegistry | None = None,
         sample_interval: float = 5.0,
     ) -> None:
         if sample_interval <= 0:
@@ -161,8 +167,12 @@ class SoniqMetrics:
             self.m.queue_dead_letter.labels(q).set(row["dead_letter"])
             self.m.queue_oldest_age.labels(q).set(row["oldest_queued_age"] or 0.0)
         for q in self._queues - seen:  # a queue that emptied out reads 0, not its last value
-            for gauge in (self.m.queue_depth, self.m.queue_processing,
-                          self.m.queue_dead_letter, self.m.queue_oldest_age):
+            for gauge in (
+                self.m.queue_depth,
+                self.m.queue_processing,
+                self.m.queue_dead_letter,
+                self.m.queue_oldest_age,
+            ):
                 gauge.labels(q).set(0)
         self._queues |= seen
 
@@ -218,9 +228,7 @@ def install(
     return observer
 
 
-def serve(
-    port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None
-) -> Any:
+def serve(port: int, host: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
     """Serve ``registry`` on http://host:port/metrics from a daemon thread; returns the server."""
     from prometheus_client import start_http_server
 
