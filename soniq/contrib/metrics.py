@@ -31,7 +31,6 @@ DURATION_BUCKETS = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
     float("inf"),
 )  # fmt: skip
-OUTCOMES = ("succeeded", "retried", "dead_lettered", "snoozed")
 
 
 @dataclass(frozen=True)
