@@ -114,6 +114,13 @@ class Lanes:
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """``fetchval`` on an idle lane, a new one, or (all busy) the pool."""
+        return await self._call("fetchval", query, args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        """``execute`` (its status, such as ``INSERT 0 5``) like ``fetchval``."""
+        return await self._call("execute", query, args)  # type: ignore[no-any-return]
+
+    async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         if self._idle:
             conn = self._idle.pop()[0]
         elif self.held < self.limit:
@@ -124,9 +131,9 @@ class Lanes:
                 self.held -= 1
                 raise
         else:
-            return await self.pool.fetchval(query, *args)
+            return await getattr(self.pool, method)(query, *args)
         try:
-            value = await conn.fetchval(query, *args)
+            value = await getattr(conn, method)(query, *args)
         except BaseException:
             self._give_back(conn)  # the pool resets (or drops) a connection that failed
             raise
@@ -265,17 +272,28 @@ class Database:
             wake.owed = False  # this NOTIFY commits after every job committed so far
         wake.in_flight += 1
         try:
-            await self.lanes.fetchval(
-                self.q["job_insert_plain"],
-                job_id,
-                job_name,
-                queue,
-                priority,
-                args_json,
-                max_attempts,
-                None,
-                self.channel if notify else None,
-            )
+            if notify:
+                await self.lanes.fetchval(
+                    self.q["job_insert_plain"],
+                    job_id,
+                    job_name,
+                    queue,
+                    priority,
+                    args_json,
+                    max_attempts,
+                    None,
+                    self.channel,
+                )
+            else:
+                await self.lanes.execute(
+                    self.q["job_insert_quiet"],
+                    job_id,
+                    job_name,
+                    queue,
+                    priority,
+                    args_json,
+                    max_attempts,
+                )
         except BaseException:
             # whether it committed is unknown: treat the job as owed a NOTIFY
             wake.in_flight -= 1
@@ -324,24 +342,25 @@ class Database:
         job_name: str,
         queue: str,
         priority: int,
-        args_json: Sequence[str],
+        args_array_json: str,
         max_attempts: int,
         scheduled_at: datetime | None,
     ) -> int:
-        """Insert many jobs of one task in one statement (with its NOTIFY)."""
+        """Insert many jobs of one task in one statement (with its NOTIFY); their arguments
+        are one JSON array, in the order of ``ids``."""
         c = conn if conn is not None else self.lanes
-        inserted = await c.fetchval(
+        status = await c.execute(
             self.q["job_insert_many"],
-            ids,
+            "{" + ",".join(ids) + "}",  # one text, not an array asyncpg checks item by item
             job_name,
             queue,
             priority,
-            args_json,
+            args_array_json,
             max_attempts,
             scheduled_at,
             self.channel,
         )
-        return int(inserted)
+        return int(status.rsplit(" ", 1)[-1])
 
     # -- worker hot path -------------------------------------------------------------------
 

@@ -15,16 +15,19 @@ WITH ins AS (
 SELECT id, CASE WHEN scheduled_at <= now() THEN pg_notify($9, queue) END AS notified FROM ins
 
 -- name: job_insert_plain
--- Same as job_insert, without a dedup key (its hot path). A NULL channel $8 sends no NOTIFY
--- (another enqueue in flight carries it: see Database._insert_due).
+-- Same as job_insert, without a dedup key (its hot path).
 WITH ins AS (
     INSERT INTO {schema}.soniq_jobs
         (id, job_name, queue, priority, args, max_attempts, scheduled_at)
     VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()))
     RETURNING queue, scheduled_at
 )
-SELECT CASE WHEN $8::text IS NOT NULL AND scheduled_at <= now() THEN pg_notify($8, queue) END
-FROM ins
+SELECT CASE WHEN scheduled_at <= now() THEN pg_notify($8, queue) END FROM ins
+
+-- name: job_insert_quiet
+-- job_insert_plain for a due job whose NOTIFY another enqueue carries: a bare INSERT.
+INSERT INTO {schema}.soniq_jobs (id, job_name, queue, priority, args, max_attempts)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
 
 -- name: job_insert_wake
 -- A NOTIFY on its own, owed to jobs that committed without one.
@@ -35,15 +38,16 @@ SELECT id FROM {schema}.soniq_jobs
 WHERE dedup_key = $1 AND status IN ('queued', 'processing')
 
 -- name: job_insert_many
-WITH ins AS (
-    INSERT INTO {schema}.soniq_jobs
-        (id, job_name, queue, priority, args, max_attempts, scheduled_at)
-    SELECT i, $2, $3, $4, a, $6, COALESCE($7, now())
-    FROM unnest($1::uuid[], $5::jsonb[]) AS t(i, a)
-    RETURNING 1
+-- Many jobs of one task in one statement: the ids (array text $1) zipped in order with the
+-- elements of one JSON array of arguments $5; one NOTIFY for them all if due.
+WITH wake AS (
+    SELECT CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END
 )
-SELECT (SELECT count(*) FROM ins) AS inserted,
-       CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END AS notified
+INSERT INTO {schema}.soniq_jobs
+    (id, job_name, queue, priority, args, max_attempts, scheduled_at)
+SELECT t.id, $2, $3, $4, t.args, $6, COALESCE($7, now())
+FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb)) AS t(id, args),
+     wake
 
 -- name: job_complete_many
 -- The success path, batched: set done only if still processing by this worker.
