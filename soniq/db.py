@@ -565,3 +565,54 @@ class Database:
         except asyncpg.DuplicateDatabaseError:
             return False
         return True
+
+    # -- scheduler -------------------------------------------------------------------------
+
+    async def scheduler_session_setup(self, conn: Conn, application_name: str) -> None:
+        await conn.fetchrow(self.q["scheduler_session_setup"], application_name)
+
+    async def scheduler_ping(self, conn: Conn) -> datetime:
+        return await conn.fetchval(self.q["scheduler_ping"])  # type: ignore[no-any-return]
+
+    async def schedule_upsert(
+        self, conn: Conn, name: str, job_name: str, spec: str, tz: str, next_run_at: datetime
+    ) -> Row:
+        return await conn.fetchrow(self.q["schedule_upsert"], name, job_name, spec, tz, next_run_at)
+
+    async def schedule_tick_enqueue(
+        self,
+        conn: Conn,
+        name: str,
+        tick: datetime,
+        job_id: uuid.UUID,
+        job_name: str,
+        queue: str,
+        priority: int,
+        args_json: str,
+        max_attempts: int,
+        dedup_key: str | None,
+        next_run_at: datetime,
+    ) -> tuple[bool, uuid.UUID | None]:
+        """(tick claimed by this call, id of the job it inserted or None)."""
+        row = await conn.fetchrow(
+            self.q["schedule_tick_enqueue"],
+            name,
+            tick,
+            job_id,
+            job_name,
+            queue,
+            priority,
+            args_json,
+            max_attempts,
+            dedup_key,
+            next_run_at,
+            self.channel,
+        )
+        return bool(row["claimed"]), row["id"]
+
+    async def schedule_list(self) -> list[Row]:
+        return await self.pool.fetch(self.q["schedule_list"])  # type: ignore[no-any-return]
+
+    async def periodic_tick_prune(self, conn: Conn, older_than: float, limit: int) -> int:
+        rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
+        return len(rows)

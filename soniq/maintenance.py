@@ -8,7 +8,8 @@ the others skip it. Each pass is bounded and logs what it did.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -46,25 +47,42 @@ async def rescue_stale(app: Soniq) -> int:
 
 
 async def prune(app: Soniq) -> tuple[int, int]:
-    """Delete finished jobs older than ``result_ttl`` (in bounded batches) and old worker rows.
+    """Delete finished jobs older than ``result_ttl`` and periodic tick rows older than
+    ``result_ttl`` (at least an hour), each in bounded batches, and old worker rows.
 
     Returns (jobs deleted, worker rows deleted).
     """
     db = await app._database()
-    jobs = 0
+    jobs = await _in_batches(app, db.job_prune_finished, app.settings.result_ttl)
+    ticks = await _in_batches(app, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0))
+    async with db.acquire() as conn:
+        workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
+    if jobs or workers or ticks:
+        log.info(
+            "pruned %d finished jobs, %d periodic tick rows and %d stale worker rows",
+            jobs,
+            ticks,
+            workers,
+        )
+    return jobs, workers
+
+
+async def _in_batches(
+    app: Soniq, delete: Callable[[Any, float, int], Awaitable[int]], older_than: float
+) -> int:
+    """Run ``delete`` (rows older than ``older_than`` s, at most a batch) up to
+    PRUNE_MAX_BATCHES times, each in its own short transaction under the prune lock."""
+    db = await app._database()
+    total = 0
     for _ in range(PRUNE_MAX_BATCHES):
         async with db.acquire() as conn, conn.transaction():
             if not await _locked(conn, app.schema, "prune"):
-                return jobs, 0
-            n = await db.job_prune_finished(conn, app.settings.result_ttl, PRUNE_BATCH)
-        jobs += n
+                break
+            n = await delete(conn, older_than, PRUNE_BATCH)
+        total += n
         if n < PRUNE_BATCH:
             break
-    async with db.acquire() as conn:
-        workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
-    if jobs or workers:
-        log.info("pruned %d finished jobs and %d stale worker rows", jobs, workers)
-    return jobs, workers
+    return total
 
 
 VACUUM_MIN_DEAD = 5000
