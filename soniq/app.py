@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -95,9 +96,20 @@ class Backend:
                 yield conn
             finally:
                 # user code may leave session state (SET, LISTEN, advisory locks); the pool's
-                # own release skips this reset to save a round trip on soniq's queries
-                if not conn.is_closed():
-                    await conn.reset()
+                # own release skips this reset to save a round trip on soniq's queries.
+                # A connection the server closed is already back in the pool (and dropped);
+                # a failing reset must not hide the error the caller's code raised.
+                try:
+                    if not conn.is_closed():
+                        await conn.reset()
+                except (
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                    OSError,
+                    asyncpg.PostgresError,
+                ):
+                    with contextlib.suppress(asyncpg.InterfaceError):
+                        conn.terminate()
 
 
 class Soniq:
@@ -242,16 +254,29 @@ class Soniq:
 
         def register(fn: F) -> F:
             task = Task.create(
-                fn, name=name, queue=queue, priority=priority, retries=retries,
-                retry_delay=tuple(retry_delay) if not isinstance(retry_delay, (int, float))
+                fn,
+                name=name,
+                queue=queue,
+                priority=priority,
+                retries=retries,
+                retry_delay=tuple(retry_delay)
+                if not isinstance(retry_delay, (int, float))
                 else retry_delay,
-                retry_backoff=retry_backoff, retry_max_delay=retry_max_delay,
-                retry_jitter=retry_jitter, timeout=timeout, unique=unique, validate=validate,
+                retry_backoff=retry_backoff,
+                retry_max_delay=retry_max_delay,
+                retry_jitter=retry_jitter,
+                timeout=timeout,
+                unique=unique,
+                validate=validate,
             )
             existing = self.tasks.get(task.name)
-            if existing is not None and existing.fn is not fn and (
-                getattr(existing.fn, "__qualname__", None) != getattr(fn, "__qualname__", None)
-                or getattr(existing.fn, "__module__", None) != getattr(fn, "__module__", None)
+            if (
+                existing is not None
+                and existing.fn is not fn
+                and (
+                    getattr(existing.fn, "__qualname__", None) != getattr(fn, "__qualname__", None)
+                    or getattr(existing.fn, "__module__", None) != getattr(fn, "__module__", None)
+                )
             ):
                 raise SoniqError(
                     TASK_INVALID,
@@ -284,8 +309,12 @@ class Soniq:
             handler = self.job(**job_options)(fn)
             task: Task[Any, Any] = handler.__soniq_task__  # type: ignore[attr-defined]
             schedule = Schedule.create(
-                name=name or task.name, job_name=task.name, cron=cron, every=every,
-                timezone=timezone, args=args or {},
+                name=name or task.name,
+                job_name=task.name,
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                args=args or {},
             )
             self.schedules[schedule.name] = schedule
             return handler
@@ -421,8 +450,10 @@ class Soniq:
                 if task is not None and task.priority is not None
                 else self.settings.priority
             )
-        elif isinstance(priority, bool) or not isinstance(priority, int) or not (
-            -_INT32 <= priority <= _INT32
+        elif (
+            isinstance(priority, bool)
+            or not isinstance(priority, int)
+            or not (-_INT32 <= priority <= _INT32)
         ):
             raise SoniqError(
                 ENQUEUE_INVALID, f"priority must be an integer (lower runs first), got {priority!r}"
@@ -479,8 +510,15 @@ class Soniq:
         try:
             for _ in range(10):
                 got = await db.job_insert(
-                    connection, job_id, name, queue, priority, args_json, max_attempts,
-                    scheduled_at, dedup_key,
+                    connection,
+                    job_id,
+                    name,
+                    queue,
+                    priority,
+                    args_json,
+                    max_attempts,
+                    scheduled_at,
+                    dedup_key,
                 )
                 if got is not None:
                     for observer in self.observers:
@@ -568,8 +606,12 @@ class Soniq:
         return ids
 
     async def schedule(
-        self, target: Any, run_at: datetime | timedelta | float, *,
-        args: dict[str, Any] | None = None, **kwargs: Any,
+        self,
+        target: Any,
+        run_at: datetime | timedelta | float,
+        *,
+        args: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> str:
         """``enqueue`` with ``scheduled_at=run_at``."""
         return await self.enqueue(target, args=args, scheduled_at=run_at, **kwargs)
@@ -600,8 +642,13 @@ class Soniq:
         return row["result"]
 
     async def list_jobs(
-        self, *, status: str | JobStatus | None = None, queue: str | None = None,
-        job_name: str | None = None, limit: int = 100, offset: int = 0,
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        queue: str | None = None,
+        job_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
         if status is not None:
             try:
@@ -655,8 +702,10 @@ class Soniq:
         """Per queue, jobs that ended in the last ``seconds``: ``succeeded``,
         ``dead_lettered``, ``cancelled``."""
         rows = await (await self._database()).queue_throughput(seconds)
-        return {r["queue"]: {k: int(r[k]) for k in ("succeeded", "dead_lettered", "cancelled")}
-                for r in rows}
+        return {
+            r["queue"]: {k: int(r[k]) for k in ("succeeded", "dead_lettered", "cancelled")}
+            for r in rows
+        }
 
     async def worker_jobs_held(self) -> dict[str, int]:
         """Worker id -> how many jobs it holds (status ``processing``) right now."""
@@ -718,17 +767,26 @@ class Soniq:
     # -- running -----------------------------------------------------------------------------
 
     async def run_worker(
-        self, *, concurrency: int | None = None, queues: Sequence[str] | str | None = None,
-        run_once: bool = False, shutdown_event: asyncio.Event | None = None,
-        with_scheduler: bool = False, handle_signals: bool = False,
+        self,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | str | None = None,
+        run_once: bool = False,
+        shutdown_event: asyncio.Event | None = None,
+        with_scheduler: bool = False,
+        handle_signals: bool = False,
     ) -> None:
         """Run a worker in this process until ``shutdown_event`` is set (or, with
         ``run_once``, until nothing is runnable)."""
         from soniq.worker import Worker
 
         worker = Worker(
-            self, concurrency=concurrency, queues=queues, run_once=run_once,
-            shutdown_event=shutdown_event, with_scheduler=with_scheduler,
+            self,
+            concurrency=concurrency,
+            queues=queues,
+            run_once=run_once,
+            shutdown_event=shutdown_event,
+            with_scheduler=with_scheduler,
             handle_signals=handle_signals,
         )
         await worker.run()

@@ -148,6 +148,9 @@ class Batch:
         return [o for _, o in self.other]
 
 
+EMPTY_BATCH = Batch([], [], False)
+
+
 class Worker:
     """Claims and runs jobs of ``app`` until stopped (or, with ``run_once``, until idle)."""
 
@@ -296,20 +299,25 @@ class Worker:
                 await self._wait_any(self.slot_free, reporter.pending, timeout=poll)
                 continue
             self.more_work.clear()
-            batch = reporter.take()
+            batch = EMPTY_BATCH
             try:
                 if self._needs_reconcile:
-                    reporter.restore(batch)
                     await self._reconcile()
-                    batch = reporter.take()
+                batch = reporter.take()
                 claimed = await self._claim(free, batch)
                 failures = 0
-            except DB_ERRORS as exc:
+            except Exception as exc:  # never let a fault end the loop
                 reporter.restore(batch)
                 failures += 1
                 self._needs_reconcile = True
+                await self._drop_connection()
                 delay = _backoff(failures)
-                log.warning("claim failed (%s); retrying in %.1fs", exc, delay)
+                log.warning(
+                    "claim failed (%s); retrying in %.1fs",
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, DB_ERRORS),
+                )
                 await self._sleep(delay)
                 continue
             if batch.requeue_now:
@@ -357,6 +365,13 @@ class Worker:
             self._conn = conn
         return conn
 
+    async def _drop_connection(self) -> None:
+        """Abandon the claim connection after a fault: its protocol state cannot be trusted."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.terminate()
+
     async def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
@@ -395,10 +410,16 @@ class Worker:
                 await self.db.job_complete_many(conn, self.worker_id, ids, results)
             if batch.other:
                 await self.db.job_set_outcome_many(conn, self.worker_id, batch.other_args())
-        except DB_ERRORS as exc:
+        except Exception as exc:
             self.reporter.restore(batch)
             self._needs_reconcile = True
-            log.warning("could not record %d outcome(s): %s", len(self.reporter), exc)
+            await self._drop_connection()
+            log.warning(
+                "could not record %d outcome(s): %s",
+                len(self.reporter),
+                exc,
+                exc_info=not isinstance(exc, DB_ERRORS),
+            )
             return False
         if batch.requeue_now:
             self.more_work.set()
@@ -691,9 +712,8 @@ class Worker:
                             self.queues,
                             self.concurrency,
                         )
-            except DB_ERRORS as exc:
-                log.warning("heartbeat failed: %s", exc)
-                self._needs_reconcile = True
+            except Exception as exc:  # a dead heartbeat loop would get this worker rescued
+                log.warning("heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS))
 
     async def _maintenance_loop(self) -> None:
         """Rescue every ``cleanup_interval``; a VACUUM check every few seconds; prune now and
@@ -714,8 +734,8 @@ class Worker:
                 if now - last_prune > max(60.0, interval * 10):
                     last_prune = now
                     await maintenance.prune(self.app)
-            except DB_ERRORS as exc:
-                log.warning("maintenance failed: %s", exc)
+            except Exception as exc:
+                log.warning("maintenance failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS))
 
     async def _listen_loop(self) -> None:
         """Hold a LISTEN on a direct connection; on any loss, reconnect and poll once."""

