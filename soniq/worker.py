@@ -174,6 +174,7 @@ class Worker:
             queues = [q.strip() for q in queues.split(",") if q.strip()]
         self.queues: list[str] | None = list(queues) if queues else (s.queues or None)
         self.run_once = run_once
+        self.poll_interval = s.poll_interval
         self.stop = shutdown_event if shutdown_event is not None else asyncio.Event()
         self.force = asyncio.Event()
         self.with_scheduler = with_scheduler
@@ -663,6 +664,10 @@ class Worker:
             json.dumps(payload),
             decision.status is JobStatus.QUEUED and decision.delay <= 0,
         )
+        if decision.status is JobStatus.QUEUED and 0 < decision.delay < self.poll_interval:
+            # due again before the next poll: wake up for it (a little after, so the outcome
+            # has been written and its due time has passed)
+            asyncio.get_running_loop().call_later(decision.delay + 0.05, self.more_work.set)
         if decision.status is JobStatus.DEAD_LETTER:
             log.error(
                 "job %s (%s) dead-lettered (%s): %s",
