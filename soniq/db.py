@@ -30,13 +30,19 @@ log = logging.getLogger("soniq")
 
 @cache
 def _raw_queries() -> dict[str, str]:
+    """Named blocks of sql/queries.sql; ``{_name}`` includes the fragment ``_name``."""
     text = resources.files("soniq").joinpath("sql/queries.sql").read_text(encoding="utf-8")
     out: dict[str, str] = {}
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
         out[name.strip()] = "\n".join(lines).strip()
-    return out
+    fragments = {k: v for k, v in out.items() if k.startswith("_")}
+    for name, sql in out.items():
+        for frag, frag_sql in fragments.items():
+            sql = sql.replace("{" + frag + "}", frag_sql)
+        out[name] = sql
+    return {k: v for k, v in out.items() if not k.startswith("_")}
 
 
 def quote_ident(name: str) -> str:
@@ -391,20 +397,17 @@ class Database:
             )
         return await conn.fetch(sql, worker_id, done_ids, done_results, other)  # type: ignore[no-any-return]
 
-    async def job_complete_many(
-        self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID], results: Sequence[str | None]
-    ) -> list[Row]:
-        return await conn.fetch(  # type: ignore[no-any-return]
-            self.q["job_complete_many"], ids, results, worker_id
-        )
-
-    async def job_set_outcome_many(
-        self, conn: Conn, worker_id: str, outcomes: Sequence[str]
-    ) -> list[Row]:
-        """``outcomes``: JSON objects with id, status, delay, refund, error, reason."""
-        return await conn.fetch(  # type: ignore[no-any-return]
-            self.q["job_set_outcome_many"], outcomes, worker_id
-        )
+    async def job_report(
+        self,
+        conn: Conn,
+        worker_id: str,
+        done_ids: Sequence[uuid.UUID],
+        done_results: Sequence[str | None],
+        other: Sequence[str],
+    ) -> int:
+        """Record outcomes on their own (no claim); returns how many the guard let through."""
+        value = await conn.fetchval(self.q["job_report"], worker_id, done_ids, done_results, other)
+        return int(value)
 
     async def job_return_many(
         self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID]

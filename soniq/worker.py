@@ -252,17 +252,15 @@ class Worker:
             self.stop.set()
         self.more_work.set()
 
+    async def _register_on(self, conn: Any) -> None:
+        await self.db.worker_register(
+            conn, self.worker_id, self.hostname, os.getpid(), self.queues, self.concurrency
+        )
+
     async def _register(self) -> None:
         try:
             async with self.db.acquire() as conn:
-                await self.db.worker_register(
-                    conn,
-                    self.worker_id,
-                    self.hostname,
-                    os.getpid(),
-                    self.queues,
-                    self.concurrency,
-                )
+                await self._register_on(conn)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             raise self.app._not_set_up() from None
 
@@ -406,11 +404,8 @@ class Worker:
             return True
         try:
             conn = await self._connection()
-            if batch.done:
-                ids, results = batch.done_args()
-                await self.db.job_complete_many(conn, self.worker_id, ids, results)
-            if batch.other:
-                await self.db.job_set_outcome_many(conn, self.worker_id, batch.other_args())
+            ids, results = batch.done_args()
+            await self.db.job_report(conn, self.worker_id, ids, results, batch.other_args())
         except Exception as exc:
             self.reporter.restore(batch)
             self._needs_reconcile = True
@@ -432,14 +427,7 @@ class Worker:
         conn = await self._connection()
         rows = await self.db.job_return_orphans(conn, self.worker_id, list(known))
         if not await self.db.worker_heartbeat(conn, self.worker_id, len(self.running)):
-            await self.db.worker_register(
-                conn,
-                self.worker_id,
-                self.hostname,
-                os.getpid(),
-                self.queues,
-                self.concurrency,
-            )
+            await self._register_on(conn)
         self._needs_reconcile = False
         if rows:
             log.warning("returned %d job(s) whose claim was cut off by a fault", len(rows))
@@ -709,14 +697,7 @@ class Worker:
                             "worker %s was declared dead (silent too long); registering again",
                             self.worker_id,
                         )
-                        await self.db.worker_register(
-                            conn,
-                            self.worker_id,
-                            self.hostname,
-                            os.getpid(),
-                            self.queues,
-                            self.concurrency,
-                        )
+                        await self._register_on(conn)
             except Exception as exc:  # a dead heartbeat loop would get this worker rescued
                 log.warning("heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS))
 

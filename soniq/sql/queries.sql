@@ -49,44 +49,10 @@ SELECT t.id, $2, $3, $4, t.args, $6, COALESCE($7, now())
 FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb)) AS t(id, args),
      wake
 
--- name: job_complete_many
--- The success path, batched: set done only if still processing by this worker.
-UPDATE {schema}.soniq_jobs AS j
-SET status = 'done', finished_at = now(), result = r.result
-FROM unnest($1::uuid[], $2::jsonb[]) AS r(id, result)
-WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $3
-RETURNING j.id
-
--- name: job_set_outcome_many
--- Every other outcome, batched, through the same guard ("still processing by me").
-UPDATE {schema}.soniq_jobs AS j
-SET status = r.status,
-    scheduled_at = CASE WHEN r.status = 'queued'
-                        THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
-    attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
-    finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
-    last_error = COALESCE(r.error, j.last_error),
-    errors = CASE WHEN r.error IS NULL THEN j.errors
-                  ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                      'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $2))
-             END,
-    dead_reason = r.reason,
-    dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
-FROM unnest($1::jsonb[]) AS x(o),
-     LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
-                     COALESCE((x.o->>'delay')::float8, 0) AS delay,
-                     COALESCE((x.o->>'refund')::boolean, false) AS refund,
-                     x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
-WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $2
-RETURNING j.id, j.status, j.scheduled_at <= now() AS due_now, j.queue
-
--- name: job_report_and_claim
--- The worker's one round trip per cycle: record finished jobs (done $2/$3, other outcomes $4,
--- guarded like job_complete_many / job_set_outcome_many) and claim up to {limit} due jobs of
--- any queue, in claim order, on the claim index. {limit} is an integer literal, not a
--- parameter: a generic plan for "LIMIT $n" guesses thousands of rows and hash-joins the whole
--- table; with the literal the plan stays an index walk whatever the backlog.
--- The claim does not see rows re-queued by this same statement.
+-- name: _job_report
+-- Fragment: record finished jobs of worker $1 through one guard ("still processing by me"):
+-- done ids $2 with results $3, and every other outcome as JSON objects $4
+-- ({id, status, delay, refund, error, reason}: retry, snooze or dead letter).
 WITH done AS (
     UPDATE {schema}.soniq_jobs AS j
     SET status = 'done', finished_at = now(), result = r.result
@@ -114,49 +80,39 @@ WITH done AS (
                          x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
     RETURNING j.id
-), due AS (
-    SELECT id FROM {schema}.soniq_jobs
-    WHERE status = 'queued' AND scheduled_at <= now()
-    ORDER BY priority, scheduled_at, id
-    LIMIT {limit}
-    FOR UPDATE SKIP LOCKED
 )
+
+-- name: _job_claim_set
+-- Fragment: mark the rows of CTE "due" as claimed by worker $1 and return them.
 UPDATE {schema}.soniq_jobs AS j
 SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
           j.created_at, j.scheduled_at
 
+-- name: job_report
+-- Record outcomes on their own (see _job_report); returns how many were taken.
+{_job_report}
+SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
+
+-- name: job_report_and_claim
+-- The worker's one round trip per cycle: record outcomes (see _job_report) and claim up to
+-- {limit} due jobs of any queue, in claim order, on the claim index. {limit} is an integer
+-- literal, not a parameter: a generic plan for "LIMIT $n" guesses thousands of rows and
+-- hash-joins the whole table; with the literal the plan stays an index walk whatever the
+-- backlog. The claim does not see rows re-queued by this same statement.
+{_job_report}, due AS (
+    SELECT id FROM {schema}.soniq_jobs
+    WHERE status = 'queued' AND scheduled_at <= now()
+    ORDER BY priority, scheduled_at, id
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+)
+{_job_claim_set}
+
 -- name: job_report_and_claim_queues
--- As job_report_and_claim, for the queues $5 only.
-WITH done AS (
-    UPDATE {schema}.soniq_jobs AS j
-    SET status = 'done', finished_at = now(), result = r.result
-    FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, result)
-    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
-    RETURNING j.id
-), other AS (
-    UPDATE {schema}.soniq_jobs AS j
-    SET status = r.status,
-        scheduled_at = CASE WHEN r.status = 'queued'
-                            THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
-        attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
-        finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
-        last_error = COALESCE(r.error, j.last_error),
-        errors = CASE WHEN r.error IS NULL THEN j.errors
-                      ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                          'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1))
-                 END,
-        dead_reason = r.reason,
-        dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
-    FROM unnest($4::jsonb[]) AS x(o),
-         LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
-                         COALESCE((x.o->>'delay')::float8, 0) AS delay,
-                         COALESCE((x.o->>'refund')::boolean, false) AS refund,
-                         x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
-    WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
-    RETURNING j.id
-), due AS (
+-- As job_report_and_claim, for the queues $5 only; each queue walks its own index range.
+{_job_report}, due AS (
     SELECT c.id FROM unnest($5::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
@@ -168,11 +124,7 @@ WITH done AS (
     ORDER BY c.priority, c.scheduled_at, c.id
     LIMIT {limit}
 )
-UPDATE {schema}.soniq_jobs AS j
-SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
-FROM due WHERE j.id = due.id
-RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at
+{_job_claim_set}
 
 -- name: job_return_many
 -- Shutdown or reconnect: give jobs back to the queue without spending the attempt.
