@@ -168,7 +168,8 @@ class Schedule:
         if self.cron is not None:
             return f"cron:{self.cron}"
         assert self.every is not None
-        return f"every:{self.every.total_seconds():g}"
+        seconds = self.every.total_seconds()
+        return f"every:{int(seconds)}" if seconds.is_integer() else f"every:{seconds!r}"
 
     def next_after(self, after: datetime) -> datetime:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""

@@ -88,6 +88,7 @@ def test_valid_schedules_register():
     assert app.schedules["minutely"].every == timedelta(minutes=1)
     assert app.schedules["minutely"].args == {"n": 1}
     assert app.schedules["minutely"].spec == "every:60"
+    assert make(every_=1234567.5).spec == "every:1234567.5"
     assert app.schedules["tens"].spec == "cron:*/10 * * * * *"
     assert (five(), minute(2)) == (None, 2)  # still callable
 
