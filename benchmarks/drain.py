@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,26 +66,30 @@ class WorkerProcess:
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=log)
         log.close()
         self.ps = psutil.Process(self.proc.pid)
-        if self.profile is not None:
-            py_spy = Path(sys.executable).with_name("py-spy")
-            self._spy = subprocess.Popen(
-                [
-                    str(py_spy),
-                    "record",
-                    "--pid",
-                    str(self.proc.pid),
-                    "--rate",
-                    "250",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(self.profile),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
         return started
+
+    def start_profile(self) -> None:
+        """Record the running worker with py-spy (idle time included) until it exits."""
+        assert self.proc is not None and self.profile is not None
+        py_spy = Path(sys.executable).with_name("py-spy")
+        self._spy = subprocess.Popen(
+            [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(self.proc.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(self.profile),
+                "--nonblocking",
+                "--idle",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def sample(self) -> int:
         assert self.ps is not None and self.proc is not None
@@ -188,8 +193,15 @@ async def drain(url: str, n: int, profile: Path | None = None) -> Result:
     try:
         spawned = worker.start()
         await _wait_registered(conn, schema, worker, timeout=60)
+        backends: Counter[str] = Counter()
+        if profile is not None:
+            worker.start_profile()
+            watch = asyncio.create_task(_watch_backends(url, schema, backends))
         await _wait_drained(conn, schema, n, worker, timeout=600, interval=0.05)
         ended = time.time()
+        if profile is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         row = await _verify(conn, schema, n)
         started_at = await conn.fetchval(f"SELECT min(started_at) FROM {schema}.soniq_workers")
     finally:
@@ -209,8 +221,31 @@ async def drain(url: str, n: int, profile: Path | None = None) -> Result:
                 (row["last_finished"] - row["first_started"]).total_seconds(), 3
             ),
             "peak_rss_mb": round(max(r for _, r in worker.rss) / 2**20, 1),
+            **({"worker_backends": dict(backends.most_common())} if backends else {}),
         },
     )
+
+
+async def _watch_backends(url: str, schema: str, seen: Counter[str]) -> None:
+    """Sample what the worker's database sessions are doing (every 5 ms), until cancelled."""
+    conn = await asyncpg.connect(url)
+    try:
+        while True:
+            rows = await conn.fetch(
+                "SELECT state, wait_event_type, wait_event, left(query, 40) AS query "
+                "FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                f"soniq:{schema}",
+            )
+            for r in rows:
+                what = r["state"] or "?"
+                if r["wait_event"]:
+                    what += f" / {r['wait_event_type']}:{r['wait_event']}"
+                if r["state"] == "active":
+                    what += f" / {' '.join(r['query'].split())}"
+                seen[what] += 1
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
 
 
 async def drain_deep(url: str, n: int, shallow: int, rounds: int) -> tuple[Result, Result, Result]:
@@ -244,7 +279,7 @@ async def drain_deep(url: str, n: int, shallow: int, rounds: int) -> tuple[Resul
             ids = await app.enqueue_many("bench.noop", [{"n": i} for i in range(shallow)])
             await _wait_drained(conn, schema, shallow, worker, timeout=120, interval=0.02)
             batch = await _verify(conn, schema, shallow, "id = ANY($1::uuid[])", ids)
-            seconds = (batch["last_finished"] - batch["first_created"]).total_seconds()
+            seconds = (batch["last_finished"] - batch["first_started"]).total_seconds()
             rates.append(timed_rate(shallow, seconds))
     finally:
         await app.close()
@@ -262,7 +297,7 @@ async def drain_deep(url: str, n: int, shallow: int, rounds: int) -> tuple[Resul
     )
     shallow_row = Result(
         "soniq.drain_shallow",
-        f"drain {shallow:,} queued (median of {rounds}), warm worker",
+        f"drain {shallow:,} queued (median of {rounds}), same worker",
         shallow,
         shallow / shallow_rate,
         shallow_rate,

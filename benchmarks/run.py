@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
         c, s = await paired(
             url,
             counts["enqueue_seq"],
-            rounds,
+            2 * rounds,  # fsync latency is the noisiest figure here: more, shorter rounds
             ceiling.InsertSequential(),
             enqueue.EnqueueSequential(),
             Result("ceiling.insert_seq", "bare INSERT, one by one"),
