@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         help="record the drain worker with py-spy (benchmarks/results/)",
     )
     args = parser.parse_args(argv)
+    if args.profile and not Path(sys.executable).with_name("py-spy").exists():
+        parser.error("--profile records with py-spy: pip install py-spy")
 
     started = time.monotonic()
     url_note = "embedded (.soniq-bench/)" if not args.database_url else "--database-url"
