@@ -47,7 +47,11 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 )
 MAX_BACKOFF = 5.0
 CANCEL_GRACE = 1.0
-VACUUM_CHECK_SECONDS = 2.0  # seconds an async handler gets to honour cancellation
+VACUUM_CHECK_SECONDS = 2.0
+# The claim connection only runs soniq's hot statements, which must walk their indexes in
+# order whatever the statistics say: on a table not yet analysed the planner guesses a few
+# rows and would bitmap-scan and sort the whole backlog on every claim.
+CLAIM_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}  # seconds an async handler gets to honour cancellation
 
 
 def _backoff(failures: int) -> float:
@@ -357,7 +361,7 @@ class Worker:
             self._conn = None
             sync = "on" if self.app.settings.worker_synchronous_commit else "off"
             try:
-                conn = await self.app.connect(synchronous_commit=sync)
+                conn = await self.app.connect(synchronous_commit=sync, **CLAIM_PLANNER)
             except SoniqError as exc:  # unreachable: retried like any lost connection
                 raise ConnectionError(exc.message) from exc
             await init_connection(conn)
