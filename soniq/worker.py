@@ -46,12 +46,12 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 MAX_BACKOFF = 5.0
-CANCEL_GRACE = 1.0
+CANCEL_GRACE = 1.0  # seconds an async handler gets to honour cancellation
 VACUUM_CHECK_SECONDS = 2.0
 # The claim connection only runs soniq's hot statements, which must walk their indexes in
 # order whatever the statistics say: on a table not yet analysed the planner guesses a few
 # rows and would bitmap-scan and sort the whole backlog on every claim.
-CLAIM_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}  # seconds an async handler gets to honour cancellation
+CLAIM_PLANNER = {"enable_seqscan": "off", "enable_bitmapscan": "off", "enable_sort": "off"}
 
 
 def _backoff(failures: int) -> float:
