@@ -640,8 +640,10 @@ def tasks(as_json: bool) -> None:
     cfg = _config()
     apps = load_apps(cfg)
     rows: list[dict[str, Any]] = []
+    now = datetime.now(timezone.utc)
     for app in apps:
         schedules: dict[str, list[str]] = {}
+        next_runs: dict[str, list[str]] = {}
         for sched in app.schedules.values():
             spec = (
                 f"cron {sched.cron} {sched.timezone}"
@@ -649,6 +651,7 @@ def tasks(as_json: bool) -> None:
                 else (f"every {age(sched.every.total_seconds())}" if sched.every else "-")
             )
             schedules.setdefault(sched.job_name, []).append(spec)
+            next_runs.setdefault(sched.job_name, []).append(sched.next_after(now).isoformat())
         for name in sorted(app.tasks):
             task = app.tasks[name]
             retries = task.retries if task.retries is not None else app.settings.max_retries
@@ -664,6 +667,7 @@ def tasks(as_json: bool) -> None:
                     "timeout": timeout,
                     "unique": task.unique,
                     "schedule": schedules.get(name, []),
+                    "next_run_at": next_runs.get(name, []),
                     "schema": app.schema,
                 }
             )
@@ -671,7 +675,7 @@ def tasks(as_json: bool) -> None:
         emit_json(rows)
         return
     several = len({r["schema"] for r in rows}) > 1
-    columns = ["Task", "Queue", "Retries", "Priority", "Timeout", "Schedule"]
+    columns = ["Task", "Queue", "Retries", "Priority", "Timeout", "Schedule", "Next run (UTC)"]
     console().print(
         table(
             f"{len(rows)} task(s)",
@@ -684,6 +688,7 @@ def tasks(as_json: bool) -> None:
                     r["priority"],
                     age(r["timeout"]) if r["timeout"] else "none",
                     "; ".join(r["schedule"]) or "-",
+                    "; ".join(t[:19].replace("T", " ") for t in r["next_run_at"]) or "-",
                 ]
                 + ([r["schema"]] if several else [])
                 for r in rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -237,10 +238,16 @@ async def test_tasks_table_and_json(env):
         "timeout": 30,
         "unique": False,
         "schedule": [],
+        "next_run_at": [],
         "schema": by_name["cli.email"]["schema"],
     }
     assert by_name["cli.fail"]["retries"] == 1
-    assert by_name["tests.cli.cli_jobs.hourly"]["schedule"] == ["every 1h00m"]
+    hourly = by_name["tests.cli.cli_jobs.hourly"]
+    assert hourly["schedule"] == ["every 1h00m"]
+    (next_run,) = hourly["next_run_at"]
+    next_dt = datetime.fromisoformat(next_run)
+    assert next_dt > datetime.now(timezone.utc)
+    assert next_dt.minute == 0 and next_dt.second == 0  # every 1 h ticks on the hour (UTC)
     result = await invoke(cli_env, "tasks", "--jobs-modules", "tests.cli.cli_jobs")
     assert result.exit_code == 0
     assert "cli.email" in result.stdout and "every 1h00m" in result.stdout
