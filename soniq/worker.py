@@ -218,7 +218,13 @@ class Worker:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(signum, self._on_signal, signum)
                     installed.append(signum)
-        await self._retry_db("register worker", self._register)
+        try:
+            await self._retry_db("register worker", self._register)
+        except BaseException:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            self.executor.shutdown(wait=False)
+            raise
         log.info(
             "worker %s started: concurrency=%d queues=%s tasks=%d",
             self.worker_id,
@@ -297,8 +303,9 @@ class Worker:
             self.slot_free.clear()
             free = self.concurrency - len(self.running)
             if free <= 0:
-                if len(reporter):  # a thread that outlived its timeout ended meanwhile
-                    await self._write_outcomes()
+                # a thread that outlived its timeout ended meanwhile
+                if len(reporter) and not await self._write_outcomes():
+                    await self._sleep(_backoff(3))
                 await self._wait_any(self.slot_free, reporter.pending, timeout=poll)
                 continue
             self.more_work.clear()
