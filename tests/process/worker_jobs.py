@@ -24,7 +24,10 @@ async def _record(ctx: JobContext) -> None:
         await conn.execute(
             f'INSERT INTO "{app.schema}".test_runs (job_id, pid, attempt, in_flight) '
             "VALUES ($1, $2, $3, $4)",
-            ctx.job_id, os.getpid(), ctx.attempt, _in_flight,
+            ctx.job_id,
+            os.getpid(),
+            ctx.attempt,
+            _in_flight,
         )
 
 
@@ -62,3 +65,17 @@ async def kills_process(ctx: JobContext) -> None:
     """A handler that kills its own process, every attempt."""
     await _record(ctx)
     os._exit(9)
+
+
+@app.job(name="finish_then_die", retries=2)
+async def finish_then_die(ctx: JobContext) -> str:
+    """Finishes normally; on attempt 1 an after_job hook then kills the process before the
+    outcome reaches the database (the window between running a job and recording it)."""
+    await _record(ctx)
+    return f"finished attempt {ctx.attempt}"
+
+
+@app.after_job
+async def _die_after_first_finish(ctx: JobContext, result: object) -> None:
+    if ctx.job_name == "finish_then_die" and ctx.attempt == 1:
+        os.kill(os.getpid(), 9)
