@@ -523,12 +523,13 @@ class Database:
     def jobs_table(self) -> str:
         return f"{quote_ident(self.schema)}.soniq_jobs"
 
-    async def job_table_dead_tuples(self, conn: Conn) -> tuple[int, int]:
-        row = await conn.fetchrow(self.q["job_table_dead_tuples"], self.jobs_table)
-        return (0, 0) if row is None else (int(row["dead"]), int(row["live"]))
+    async def job_table_health(self, conn: Conn) -> Row | None:
+        return await conn.fetchrow(self.q["job_table_health"], self.jobs_table)
 
-    async def job_table_vacuum(self, conn: Conn) -> None:
-        await conn.execute(self.q["job_table_vacuum"].replace("{table}", self.jobs_table))
+    async def job_table_vacuum(self, conn: Conn, *, full_pass: bool) -> None:
+        """VACUUM (ANALYZE) the job table, or with ``full_pass=False`` only ANALYZE it."""
+        name = "job_table_vacuum" if full_pass else "job_table_analyze"
+        await conn.execute(self.q[name].replace("{table}", self.jobs_table))
 
     # -- locks -----------------------------------------------------------------------------
 

@@ -86,34 +86,48 @@ async def _in_batches(
 
 
 VACUUM_MIN_DEAD = 5000
+ANALYZE_MIN_ROWS = 20_000
 _vacuum_refused: set[str] = set()
 
 
 async def vacuum_if_needed(app: Soniq) -> bool:
-    """VACUUM the job table when dead row versions pile up; True if it ran.
+    """VACUUM (or just ANALYZE) the job table when it needs it; True if something ran.
 
     Every claim and outcome leaves a dead row version and a dead entry at the head of the claim
     index; autovacuum looks at a table at most once a minute, so during a long drain each claim
-    would step over more and more of them. One process at a time (advisory lock) runs it.
-    Needs the table's owner (or MAINTAIN); without it this logs once and stops trying.
+    would step over more and more of them. A table never analysed (a fresh schema filled in
+    one burst) gets plans built on guesses; one ANALYZE fixes that. One process at a time
+    (advisory lock) does either. Needs the table's owner (or MAINTAIN); without it this logs
+    once and stops trying.
     """
     if app.schema in _vacuum_refused:
         return False
     db = await app._database()
     async with db.acquire() as conn:
-        dead, live = await db.job_table_dead_tuples(conn)
-        if dead < max(VACUUM_MIN_DEAD, live // 5):
+        health = await db.job_table_health(conn)
+        if health is None:
+            return False
+        dead, live, modified = health["dead"], health["live"], health["modified"]
+        full_pass = dead >= max(VACUUM_MIN_DEAD, live // 5)
+        stale = not health["analysed"] or modified >= max(ANALYZE_MIN_ROWS, live)
+        if not (full_pass or stale):
             return False
         key = advisory_key(app.schema, "vacuum")
         if not await db.lock_try(conn, key):
             return False
         try:
-            await db.job_table_vacuum(conn)
+            await db.job_table_vacuum(conn, full_pass=full_pass)
         except asyncpg.InsufficientPrivilegeError as exc:
             _vacuum_refused.add(app.schema)
             log.warning("cannot VACUUM %s (%s); leaving it to autovacuum", db.jobs_table, exc)
             return False
         finally:
             await db.lock_release(conn, key)
-    log.debug("vacuumed %s (%d dead row versions)", db.jobs_table, dead)
+    log.debug(
+        "%s %s (%d dead, %d changed rows)",
+        "vacuumed" if full_pass else "analysed",
+        db.jobs_table,
+        dead,
+        modified,
+    )
     return True

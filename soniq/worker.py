@@ -719,14 +719,17 @@ class Worker:
         tick = min(interval, VACUUM_CHECK_SECONDS)
         now = time.monotonic()
         last_rescue = last_prune = now
+        first = True
         while True:
-            await asyncio.sleep(tick)
+            if not first:  # the first pass runs at once: a fresh table gets its statistics
+                await asyncio.sleep(tick)
             now = time.monotonic()
             try:
-                if now - last_rescue >= interval - 1e-3:
+                if not first and now - last_rescue >= interval - 1e-3:
                     last_rescue = now
                     if await maintenance.rescue_stale(self.app):
                         self.more_work.set()
+                first = False
                 await maintenance.vacuum_if_needed(self.app)
                 if now - last_prune > max(60.0, interval * 10):
                     last_prune = now

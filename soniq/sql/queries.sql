@@ -284,15 +284,22 @@ WHERE id IN (SELECT id FROM {schema}.soniq_jobs
              LIMIT $2)
 RETURNING id
 
--- name: job_table_dead_tuples
--- Dead and live row versions of the job table, from the statistics collector (cheap).
-SELECT COALESCE(n_dead_tup, 0) AS dead, COALESCE(n_live_tup, 0) AS live
-FROM pg_stat_user_tables
-WHERE relid = to_regclass($1)
+-- name: job_table_health
+-- The job table's row counts from the statistics collector (cheap; they lag by up to a
+-- second): dead and live row versions and rows changed since the last ANALYZE; and, from
+-- pg_class (current at once), whether it was ever vacuumed or analysed.
+SELECT COALESCE(s.n_dead_tup, 0) AS dead, COALESCE(s.n_live_tup, 0) AS live,
+       COALESCE(s.n_mod_since_analyze, 0) AS modified, c.reltuples >= 0 AS analysed
+FROM pg_class AS c
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.oid = to_regclass($1)
 
 -- name: job_table_vacuum
 -- {table} is the quoted, schema-qualified job table (DDL-like: not a bound parameter).
-VACUUM (SKIP_LOCKED) {table}
+VACUUM (ANALYZE, SKIP_LOCKED) {table}
+
+-- name: job_table_analyze
+ANALYZE (SKIP_LOCKED) {table}
 
 -- name: lock_try
 SELECT pg_try_advisory_lock($1)
