@@ -89,8 +89,14 @@ class DeadLetter:
             if count is None:
                 raise SoniqError(NOT_FOUND, f"dead-letter entry {job_id} was removed meanwhile")
             return await self._app._insert(
-                row["job_name"], row["queue"], row["priority"], json.dumps(row["args"]),
-                row["max_attempts"], None, None, conn,
+                row["job_name"],
+                row["queue"],
+                row["priority"],
+                json.dumps(row["args"]),
+                row["max_attempts"],
+                None,
+                None,
+                conn,
             )
 
     async def delete_dead_letter_job(self, job_id: str) -> bool:

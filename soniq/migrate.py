@@ -68,7 +68,8 @@ async def apply(conn: Any, schema: str) -> int:
             await conn.execute(mig.sql.replace("{schema}", quote_ident(schema)))
             await conn.execute(
                 f"INSERT INTO {_versions_table(schema)} (version, name) VALUES ($1, $2)",
-                mig.version, mig.name,
+                mig.version,
+                mig.name,
             )
             applied += 1
         return applied

@@ -94,9 +94,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         positive = [
-            "concurrency", "poll_interval", "heartbeat_interval", "heartbeat_timeout",
-            "cleanup_interval", "shutdown_timeout", "result_ttl", "snooze_max_seconds",
-            "sync_handler_pool_size", "pool_min_size", "pool_max_size",
+            "concurrency",
+            "poll_interval",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "cleanup_interval",
+            "shutdown_timeout",
+            "result_ttl",
+            "snooze_max_seconds",
+            "sync_handler_pool_size",
+            "pool_min_size",
+            "pool_max_size",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

@@ -34,9 +34,7 @@ class JobStatus(str, enum.Enum):
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
-    JobStatus.PROCESSING: frozenset(
-        {JobStatus.DONE, JobStatus.QUEUED, JobStatus.DEAD_LETTER}
-    ),
+    JobStatus.PROCESSING: frozenset({JobStatus.DONE, JobStatus.QUEUED, JobStatus.DEAD_LETTER}),
     JobStatus.DONE: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.DEAD_LETTER: frozenset({JobStatus.QUEUED}),
