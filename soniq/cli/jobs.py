@@ -1,0 +1,115 @@
+"""``soniq jobs``: list, cancel and retry jobs."""
+
+from __future__ import annotations
+
+import click
+
+from soniq.app import Soniq
+from soniq.cli.apps import require_job, with_app
+from soniq.cli.base import SoniqGroup, cli, common, fail, json_option
+from soniq.cli.render import ago, console, emit_json, short, table
+from soniq.states import JobStatus
+
+
+@cli.group(cls=SoniqGroup)
+def jobs() -> None:
+    """List, cancel and retry jobs."""
+
+
+@jobs.command("list")
+@common
+@json_option
+@click.option("--status", type=click.Choice([s.value for s in JobStatus], case_sensitive=False))
+@click.option("--queue", metavar="Q")
+@click.option("--name", metavar="TASK", help="Only jobs of this task name.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+def jobs_list(
+    as_json: bool,
+    status: str | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+) -> None:
+    """Jobs, newest first."""
+
+    async def go(app: Soniq) -> None:
+        if queue is not None:
+            known = [q["queue"] for q in await app.list_queues()]
+            if queue not in known:
+                fail(
+                    f"no queue named {queue!r} has jobs in schema {app.schema!r}; queues: "
+                    f"{', '.join(known) or 'none'}"
+                )
+        rows = await app.list_jobs(
+            status=status.lower() if status else None,
+            queue=queue,
+            job_name=name,
+            limit=limit,
+            offset=offset,
+        )
+        if as_json:
+            emit_json(rows)
+            return
+        console().print(
+            table(
+                f"{len(rows)} job(s)" + (f" (limit {limit})" if len(rows) == limit else ""),
+                ["ID", "Task", "Queue", "Status", "Attempts", "Due", "Last error"],
+                [
+                    [
+                        j["id"],
+                        j["job_name"],
+                        j["queue"],
+                        j["status"].value,
+                        f"{j['attempts']}/{j['max_attempts']}",
+                        ago(j["scheduled_at"]),
+                        short(j["last_error"], 50),
+                    ]
+                    for j in rows
+                ],
+            )
+        )
+
+    with_app(go)
+
+
+@jobs.command("cancel")
+@common
+@click.argument("job_id", metavar="ID")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a queued job (it will never run)."""
+
+    async def go(app: Soniq) -> None:
+        job = await require_job(app, job_id)
+        if await app.cancel_job(job_id):
+            click.echo(f"Cancelled job {job['id']} ({job['job_name']}).")
+            return
+        now = await app.get_job(job_id)
+        state = now["status"].value if now else "gone"
+        fail(f"job {job_id} is {state}; only queued jobs can be cancelled")
+
+    with_app(go)
+
+
+@jobs.command("retry")
+@common
+@click.argument("job_id", metavar="ID")
+def jobs_retry(job_id: str) -> None:
+    """Put a dead-lettered job back in the queue under its own id, with one more attempt."""
+
+    async def go(app: Soniq) -> None:
+        job = await require_job(app, job_id)
+        if await app.retry_job(job_id):
+            now = await app.get_job(job_id) or job
+            click.echo(
+                f"Job {job['id']} ({job['job_name']}) is queued again: attempt "
+                f"{now['attempts'] + 1} of {now['max_attempts']}."
+            )
+            return
+        fail(
+            f"job {job_id} is {job['status'].value}; only dead-lettered jobs can be retried "
+            "(a failed job waiting for its next attempt is already queued)"
+        )
+
+    with_app(go)
