@@ -155,6 +155,57 @@ class Batch:
 EMPTY_BATCH = Batch([], [], False)
 
 
+class _Signals:
+    """SIGTERM/SIGINT for every worker of this process that asked for them.
+
+    One handler per signal serves them all, so several workers in one process (one per Soniq
+    instance) all stop gracefully on the first signal and all return their jobs on the second.
+    """
+
+    def __init__(self) -> None:
+        self.workers: set[Worker] = set()
+        self.received = 0
+
+    def add(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+        if not self.workers:
+            self.received = 0
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, self._handle, signum)
+        self.workers.add(worker)
+
+    def discard(self, worker: Worker) -> None:
+        self.workers.discard(worker)
+        if not self.workers:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+
+    def _handle(self, signum: int) -> None:
+        self.received += 1
+        name = signal.Signals(signum).name
+        if self.received == 1:
+            timeout = max(w.app.settings.shutdown_timeout for w in self.workers)
+            log.info(
+                "%s: finishing in-flight jobs (up to %ss); send again to stop at once",
+                name,
+                timeout,
+            )
+        else:
+            log.warning("second %s: returning in-flight jobs now", name)
+        for worker in self.workers:
+            if self.received == 1:
+                worker.stop.set()
+            else:
+                worker.force.set()
+            worker.more_work.set()
+
+
+_signals = _Signals()
+
+
 class Worker:
     """Claims and runs jobs of ``app`` until stopped (or, with ``run_once``, until idle)."""
 
@@ -211,18 +262,12 @@ class Worker:
         self.executor = ThreadPoolExecutor(
             max_workers=app.settings.sync_handler_pool_size, thread_name_prefix="soniq-sync"
         )
-        loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
         if self.handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(signum, self._on_signal, signum)
-                    installed.append(signum)
+            _signals.add(self)
         try:
             await self._retry_db("register worker", self._register)
         except BaseException:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            _signals.discard(self)
             self.executor.shutdown(wait=False)
             raise
         log.info(
@@ -246,21 +291,7 @@ class Worker:
             await self._claim_loop()
         finally:
             await self._shutdown()
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-
-    def _on_signal(self, sig: int) -> None:
-        if self.stop.is_set():
-            log.warning("second %s: returning in-flight jobs now", signal.Signals(sig).name)
-            self.force.set()
-        else:
-            log.info(
-                "%s: finishing in-flight jobs (up to %ss); send again to stop at once",
-                signal.Signals(sig).name,
-                self.app.settings.shutdown_timeout,
-            )
-            self.stop.set()
-        self.more_work.set()
+            _signals.discard(self)
 
     async def _register_on(self, conn: Any) -> None:
         await self.db.worker_register(

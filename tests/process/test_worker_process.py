@@ -25,10 +25,10 @@ JOBS_MODULE = "tests.process.worker_jobs"
 class WorkerProcess:
     """A `soniq worker` subprocess whose output goes to a temp file (shown on failure)."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, module: str = JOBS_MODULE) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="soniq-worker-", suffix=".log")
         self.proc = subprocess.Popen(
-            [SONIQ_BIN, "worker", "--jobs-modules", JOBS_MODULE, *args],
+            [SONIQ_BIN, "worker", "--jobs-modules", module, *args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -79,10 +79,11 @@ def start(workers: list[WorkerProcess], env: dict[str, str], *args: str) -> Work
 @pytest.fixture
 async def app(make_app: Any) -> AsyncIterator[Soniq]:
     app = await make_app()
-    from tests.process import worker_jobs
+    from tests.process import two_apps, worker_jobs
 
-    for name, task in worker_jobs.app.tasks.items():  # enqueue the same handlers by name
-        app.tasks[name] = task
+    for source in (worker_jobs.app, two_apps.app_a, two_apps.app_b):
+        for name, task in source.tasks.items():  # enqueue the same handlers by name
+            app.tasks[name] = task
     async with app.backend.acquire() as conn:
         await conn.execute(RUNS_TABLE.format(schema=f'"{app.schema}"'))
     yield app
@@ -238,6 +239,29 @@ async def test_second_signal_returns_in_flight_jobs(
 
 async def _logged(w: WorkerProcess, text: str) -> bool:
     return text in w.output()
+
+
+async def test_two_instances_in_one_process_share_the_signals(
+    app: Soniq, workers: list[WorkerProcess], cli_env: dict[str, str], monitor: Any
+) -> None:
+    """Both instances' workers drain on the first signal and return their jobs on the second."""
+    a = await app.enqueue("two.sleep_a", args={"seconds": 120}, queue="a")
+    b = await app.enqueue("two.sleep_b", args={"seconds": 120}, queue="b")
+    w = WorkerProcess(cli_env, module="tests.process.two_apps")
+    workers.append(w)
+    await wait_for(
+        lambda: _eq(count(monitor, app, "WHERE status = 'processing'"), 2),
+        timeout=30,
+        message="both jobs running",
+    )
+    w.signal(signal.SIGTERM)
+    await wait_for(lambda: _logged(w, "send again"), timeout=10, message="graceful stop logged")
+    w.signal(signal.SIGINT)
+    assert await w.wait(20) == 0
+    for job_id in (a, b):
+        job = await app.get_job(job_id)
+        assert job is not None
+        assert job["status"] is JobStatus.QUEUED and job["attempts"] == 0
 
 
 def _restart_postgres() -> None:
