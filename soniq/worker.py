@@ -728,11 +728,16 @@ class Worker:
     # -- side loops --------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        """Record that this worker is alive, on a connection of its own: handlers (or
+        enqueues) holding every pool connection must not make a live worker look dead."""
         interval = self.app.settings.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with self.db.acquire() as conn:
+        conn: Any = None
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self.app.connect()
                     alive = await self.db.worker_heartbeat(conn, self.worker_id, len(self.running))
                     if not alive:
                         log.warning(
@@ -740,8 +745,18 @@ class Worker:
                             self.worker_id,
                         )
                         await self._register_on(conn)
-            except Exception as exc:  # a dead heartbeat loop would get this worker rescued
-                log.warning("heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS))
+                except Exception as exc:  # a dead heartbeat loop would get this worker rescued
+                    log.warning(
+                        "heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS)
+                    )
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.terminate()
+                    conn = None
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
 
     async def _maintenance_loop(self) -> None:
         """Rescue every ``cleanup_interval``; a VACUUM check every few seconds; prune now and

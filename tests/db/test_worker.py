@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 
 from soniq import JobContext, JobStatus, Snooze, Soniq
@@ -481,3 +482,46 @@ async def test_worker_on_schema_not_set_up_fails_fast(pg_url: str) -> None:
         assert "soniq setup" in str(err.value)
     finally:
         await app.close()
+
+
+async def test_heartbeat_survives_a_starved_pool(make_app: Any) -> None:
+    """Handlers holding every pool connection must not stop the worker's heartbeat."""
+    app = await make_app(pool_min_size=2, pool_max_size=2, heartbeat_interval=0.2)
+    holding = 0
+    release = asyncio.Event()
+
+    @app.job(name="hog")
+    async def hog() -> None:
+        nonlocal holding
+        async with app.backend.acquire():
+            holding += 1
+            await release.wait()
+
+    for _ in range(3):  # two hold the pool's two connections, the third waits for one
+        await hog.enqueue()
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run_worker(shutdown_event=stop, concurrency=3))
+    monitor = await asyncpg.connect(app.settings.database_url)
+    try:
+        await wait_for(lambda: _at_least(lambda: holding, 2), message="pool exhausted")
+        first = await _heartbeat_at(monitor, app)
+        await wait_for(
+            lambda: _later(monitor, app, first), timeout=5, message="heartbeat while starved"
+        )
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await monitor.close()
+
+
+async def _at_least(value: Any, n: int) -> bool:
+    return bool(value() >= n)
+
+
+async def _heartbeat_at(conn: Any, app: Soniq) -> Any:
+    return await conn.fetchval(f'SELECT max(heartbeat_at) FROM "{app.schema}".soniq_workers')
+
+
+async def _later(conn: Any, app: Soniq, first: Any) -> bool:
+    return bool(await _heartbeat_at(conn, app) > first)
