@@ -1,10 +1,11 @@
 """The worker: wait (notify | poll | stop) -> claim a batch -> run -> report.
 
-One asyncio loop runs up to ``concurrency`` handlers at once. Claims take at most the free
-slots, in one statement. Outcomes go to a :class:`Reporter` that writes them in batches
-through the guarded "still processing by me" updates. Side loops keep a heartbeat, listen for
-NOTIFY, and run rescue. Database faults are logged and retried with backoff; a claim whose
-answer was lost is reconciled once the database is back, so no job is stranded.
+One asyncio loop runs up to ``concurrency`` handlers at once. Outcomes of finished jobs wait
+in a :class:`Reporter` and are written, through the guarded "still processing by me" update,
+in the same statement that claims up to the free slots: one round trip per cycle. Side loops
+keep a heartbeat, listen for NOTIFY, rescue silent workers' jobs and tend the job table.
+Database faults are logged and retried with backoff; a claim whose answer was lost is
+reconciled once the database is back, so no job is stranded.
 """
 
 from __future__ import annotations
@@ -616,28 +617,34 @@ class Worker:
         loop = asyncio.get_running_loop()
         if self.app.middlewares:
             # middleware is async: it wraps an awaitable that runs the handler in a thread
+            threads: list[asyncio.Future[tuple[bool, Any]]] = []
+
             async def in_thread() -> Any:
-                ok, value = await loop.run_in_executor(
-                    self.executor, contextvars.copy_context().run, call
-                )
+                thread = loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
+                threads.append(thread)
+                ok, value = await asyncio.shield(thread)
                 if not ok:
                     raise value
                 return value
 
-            return await self._run_async(self._wrap(ctx, in_thread), timeout)
-        fut = loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
-        if timeout is None:
-            ok, value = await fut
-            return self._outcome(ok, value)
-        done, _ = await asyncio.wait({fut}, timeout=timeout)
-        if done:
-            ok, value = fut.result()
-            return self._outcome(ok, value)
+            outcome = await self._run_async(self._wrap(ctx, in_thread), timeout)
+            if outcome.kind is not Kind.TIMEOUT or not threads:
+                return outcome
+            fut = threads[0]
+        else:
+            fut = loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
+            if timeout is None:
+                ok, value = await fut
+                return self._outcome(ok, value)
+            done, _ = await asyncio.wait({fut}, timeout=timeout)
+            if done:
+                ok, value = fut.result()
+                return self._outcome(ok, value)
         with gate:
             never_started = not state["started"]
             state["abandoned"] = never_started
-        if never_started:  # every thread was busy: it will not start now
-            return Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s (waited for a thread)")
+        if never_started or fut.done():  # never ran (all threads busy), or already over
+            return Outcome(Kind.TIMEOUT, error=f"timed out after {timeout}s")
         # The thread cannot be killed: free the slot, and record the failure only when the
         # thread ends, so the job is not run again while it still runs.
         self.lingering[job.id] = fut
