@@ -83,7 +83,3 @@ async def status(conn: Any, schema: str) -> list[MigrationState]:
         rows = await conn.fetch(f"SELECT version, applied_at FROM {_versions_table(schema)}")
         applied = {r["version"]: r["applied_at"] for r in rows}
     return [MigrationState(m.version, m.name, applied.get(m.version)) for m in available()]
-
-
-async def is_current(conn: Any, schema: str) -> bool:
-    return all(s.applied_at is not None for s in await status(conn, schema))
