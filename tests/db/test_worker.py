@@ -266,10 +266,18 @@ async def test_poison_handlers_do_not_stop_healthy_jobs(make_app: Any) -> None:
     assert stats.by_reason == {"max_retries_exceeded": 5, "timeout": 1, "job_not_found": 1}
 
 
-async def test_sync_timeout_not_rerun_while_thread_runs(app: Soniq) -> None:
+@pytest.mark.parametrize("with_middleware", [False, True], ids=["plain", "middleware"])
+async def test_sync_timeout_not_rerun_while_thread_runs(app: Soniq, with_middleware: bool) -> None:
+    """A timed-out thread blocks its job's retry until it ends (middleware wraps sync too)."""
     release = threading.Event()
     running = threading.Event()
     overlaps: list[bool] = []
+
+    if with_middleware:
+
+        @app.middleware
+        async def passthrough(ctx: JobContext, call_next: Any) -> Any:
+            return await call_next()
 
     @app.job(name="stuck", retries=1, timeout=0.2)
     def stuck() -> None:
@@ -525,41 +533,3 @@ async def _heartbeat_at(conn: Any, app: Soniq) -> Any:
 
 async def _later(conn: Any, app: Soniq, first: Any) -> bool:
     return bool(await _heartbeat_at(conn, app) > first)
-
-
-async def test_sync_timeout_with_middleware_not_rerun_while_thread_runs(app: Soniq) -> None:
-    """Middleware wraps sync handlers too; a timed-out thread still blocks the retry."""
-    release = threading.Event()
-    running = threading.Event()
-    overlaps: list[bool] = []
-
-    @app.middleware
-    async def passthrough(ctx: JobContext, call_next: Any) -> Any:
-        return await call_next()
-
-    @app.job(name="stuck_mw", retries=1, timeout=0.2)
-    def stuck_mw() -> None:
-        overlaps.append(running.is_set())
-        running.set()
-        try:
-            release.wait(10)
-        finally:
-            running.clear()
-
-    job_id = await stuck_mw.enqueue()
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run_worker(shutdown_event=stop))
-    try:
-        await wait_for(lambda: _flag(running), message="thread started")
-        await asyncio.sleep(0.6)  # well past the timeout: the job must not start again
-        assert await status_of(app, job_id) is JobStatus.PROCESSING
-        assert len(overlaps) == 1
-        release.set()
-        await wait_for(lambda: _done(app, job_id), message="end state")
-    finally:
-        release.set()
-        stop.set()
-        await asyncio.wait_for(task, 15)
-    assert overlaps == [False, False]
-    job = await app.get_job(job_id)
-    assert job is not None and job["status"] is JobStatus.DONE and job["attempts"] == 2
