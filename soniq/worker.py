@@ -93,6 +93,30 @@ class _Job:
         self.started = time.monotonic()
 
 
+class Signal:
+    """A flag that wakes the claim loop when set.
+
+    The claim loop waits for any of several conditions; waiting on one shared
+    ``asyncio.Event`` costs no task per wait, where waiting on several events would.
+    """
+
+    __slots__ = ("_flag", "_wake")
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._flag = False
+        self._wake = wake
+
+    def set(self) -> None:
+        self._flag = True
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+
 class Reporter:
     """Outcomes waiting to be written, in the order they happened.
 
@@ -102,11 +126,11 @@ class Reporter:
     restart, killed connection) is retried after reconnecting, never dropped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wake: asyncio.Event) -> None:
         self.done: list[tuple[uuid.UUID, str | None]] = []
         self.other: list[tuple[uuid.UUID, str]] = []
         self.requeue_now = False  # some outcome puts a job back with no delay
-        self.pending = asyncio.Event()
+        self.pending = Signal(wake)
 
     def __len__(self) -> int:
         return len(self.done) + len(self.other)
@@ -248,9 +272,10 @@ class Worker:
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         # Sync handlers whose thread outlived their timeout: outcome written when it ends.
         self.lingering: dict[uuid.UUID, asyncio.Future[Any]] = {}
-        self.more_work = asyncio.Event()
-        self.slot_free = asyncio.Event()
-        self.reporter = Reporter()
+        self._wake = asyncio.Event()  # set by every Signal below, and by stop
+        self.more_work = Signal(self._wake)
+        self.slot_free = Signal(self._wake)
+        self.reporter = Reporter(self._wake)
         self.executor: ThreadPoolExecutor | None = None
         self._db: Database | None = None
         self._needs_reconcile = False
@@ -285,7 +310,10 @@ class Worker:
             ",".join(self.queues) if self.queues else "all",
             len(app.tasks),
         )
-        self._side = [asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat")]
+        self._side = [
+            asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat"),
+            asyncio.create_task(self._watch_stop(), name="soniq-stop"),
+        ]
         if not self.run_once:
             self._side.append(asyncio.create_task(self._listen_loop(), name="soniq-listen"))
             self._side.append(asyncio.create_task(self._maintenance_loop(), name="soniq-rescue"))
@@ -384,16 +412,26 @@ class Worker:
                 return
             await self._wait_any(self.more_work, self.slot_free, reporter.pending, timeout=poll)
 
-    async def _wait_any(self, *events: asyncio.Event, timeout: float) -> None:
-        """Wait until stop or one of ``events`` is set, or ``timeout`` passes."""
-        if self.stop.is_set() or any(e.is_set() for e in events):
-            return
-        waiters = [asyncio.ensure_future(e.wait()) for e in (self.stop, *events)]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+    async def _wait_any(self, *signals: Signal, timeout: float) -> None:
+        """Wait until stop or one of ``signals`` is set, or ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        wake = self._wake
+        while not (self.stop.is_set() or any(s.is_set() for s in signals)):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            wake.clear()
+            timer = loop.call_later(remaining, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+
+    async def _watch_stop(self) -> None:
+        """Wake the claim loop when ``stop`` (which callers may set) is set."""
+        await self.stop.wait()
+        self._wake.set()
 
     async def _connection(self) -> Any:
         """The claim loop's own connection (claims and outcomes), reconnected when lost.
