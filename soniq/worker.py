@@ -185,6 +185,7 @@ class Batch:
 
 
 EMPTY_BATCH = Batch([], [], False)
+_SUCCESS_NONE = Outcome(Kind.SUCCESS)
 
 
 class _Signals:
@@ -569,22 +570,38 @@ class Worker:
 
     async def _execute(self, task: Task[Any, Any], job: _Job) -> Outcome:
         app = self.app
-        ctx = self._context(job)
         kwargs: dict[str, Any] = job.row["args"]
         try:
             if task.validate is not None:
                 kwargs = task.check_args(kwargs)
         except Exception as exc:
             return Outcome(Kind.ERROR, error=str(exc))
+        # the context is built only when something takes it (most handlers do not)
+        ctx = (
+            self._context(job)
+            if task.context_params or app.before_job_hooks or app.after_job_hooks or app.middlewares
+            else None
+        )
         for name in task.context_params:
             kwargs[name] = ctx
         for hook in app.before_job_hooks:
             await self._hook(hook, ctx)
 
         timeout = task.timeout if task.timeout is not None else app.settings.job_timeout
-        if task.is_async:
+        if task.is_async and timeout is None and ctx is None:
+            # the plain case, without the wrappers below: the handler's own coroutine
+            try:
+                value = await task.fn(**kwargs)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # SystemExit too: it must not stop the worker
+                outcome = self._outcome(False, exc)
+            else:
+                outcome = _SUCCESS_NONE if value is None else self._outcome(True, value)
+        elif task.is_async:
             call: Callable[[], Awaitable[Any]] = lambda: task.fn(**kwargs)  # noqa: E731
             if app.middlewares:
+                assert ctx is not None
                 call = self._wrap(ctx, call)
             outcome = await self._run_async(call, timeout)
         else:
@@ -593,8 +610,9 @@ class Worker:
         if outcome.kind is Kind.SUCCESS:
             for hook in app.after_job_hooks:
                 await self._hook(hook, ctx, outcome.result)
-        elif outcome.kind in (Kind.ERROR, Kind.TIMEOUT):
+        elif outcome.kind in (Kind.ERROR, Kind.TIMEOUT) and app.on_error_hooks:
             exc_obj = outcome.result if isinstance(outcome.result, BaseException) else None
+            ctx = ctx if ctx is not None else self._context(job)
             for hook in app.on_error_hooks:
                 await self._hook(hook, ctx, exc_obj or RuntimeError(outcome.error))
         return outcome
@@ -642,7 +660,7 @@ class Worker:
         self,
         task: Task[Any, Any],
         job: _Job,
-        ctx: JobContext,
+        ctx: JobContext | None,
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Outcome:
@@ -672,6 +690,7 @@ class Worker:
                     raise value
                 return value
 
+            assert ctx is not None  # built whenever there is middleware
             outcome = await self._run_async(self._wrap(ctx, in_thread), timeout)
             if outcome.kind is not Kind.TIMEOUT or not threads:
                 return outcome
