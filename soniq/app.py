@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
+import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,7 +54,9 @@ class _Ids:
 
     def take(self, n: int = 1) -> int:
         """The first of ``n`` consecutive ids, each above every id taken before."""
-        value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+        # random's generator (reseeded in forked children), not os.urandom: a ULID's
+        # randomness makes ids unique, it is not a secret, and the syscall cost more
+        value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
         with self._lock:
             if value <= self._last:  # same millisecond: count up, as python-ulid does
                 value = self._last + 1
@@ -508,6 +510,12 @@ class Soniq:
         db = self._db if self._db is not None else await self._database()
         job_id = _IDS.text(_IDS.take())
         try:
+            if dedup_key is None and connection is None and scheduled_at is None:
+                # the common case, with the fewest layers: a due job on soniq's connections
+                await db.insert_due(job_id, name, queue, priority, args_json, max_attempts)
+                for observer in self.observers:
+                    observer.job_enqueued(queue, name, 1)
+                return job_id
             for _ in range(10):
                 got = await db.job_insert(
                     connection,

@@ -120,11 +120,29 @@ class Lanes:
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """``fetchval`` on an idle lane, a new one, or (all busy) the pool."""
-        return await self._call("fetchval", query, args)
+        if not self._idle:
+            return await self._call("fetchval", query, args)
+        conn = self._idle.pop()[0]  # the hot path, inline: an idle lane
+        try:
+            value = await conn.fetchval(query, *args)
+        except BaseException:
+            self._give_back(conn)
+            raise
+        self._park(conn)
+        return value
 
     async def execute(self, query: str, *args: Any) -> str:
         """``execute`` (its status, such as ``INSERT 0 5``) like ``fetchval``."""
-        return await self._call("execute", query, args)  # type: ignore[no-any-return]
+        if not self._idle:
+            return await self._call("execute", query, args)  # type: ignore[no-any-return]
+        conn = self._idle.pop()[0]
+        try:
+            status: str = await conn.execute(query, *args)
+        except BaseException:
+            self._give_back(conn)
+            raise
+        self._park(conn)
+        return status
 
     async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         if self._idle:
@@ -143,11 +161,15 @@ class Lanes:
         except BaseException:
             self._give_back(conn)  # the pool resets (or drops) a connection that failed
             raise
+        self._park(conn)
+        return value
+
+    def _park(self, conn: Conn) -> None:
+        """Keep ``conn`` as an idle lane (handed back to the pool if unused for a while)."""
         loop = asyncio.get_running_loop()
         self._idle.append((conn, loop.time()))
         if self._timer is None:
             self._timer = loop.call_later(LANE_IDLE_SECONDS, self._trim)
-        return value
 
     def _give_back(self, conn: Conn) -> None:
         self.held -= 1
@@ -219,7 +241,7 @@ class Database:
         On the caller's ``conn`` the NOTIFY is always part of the statement: it is delivered
         at the caller's commit and never after a rollback. On soniq's own (autocommit)
         connections, enqueues of due jobs to one queue that run at the same time share one
-        NOTIFY (see ``_insert_due``).
+        NOTIFY (see ``insert_due``).
         """
         if dedup_key is not None:
             return await (conn if conn is not None else self.lanes).fetchval(  # type: ignore[no-any-return]
@@ -235,7 +257,7 @@ class Database:
                 self.channel,
             )
         if conn is None and scheduled_at is None:
-            await self._insert_due(job_id, job_name, queue, priority, args_json, max_attempts)
+            await self.insert_due(job_id, job_name, queue, priority, args_json, max_attempts)
         else:
             await (conn if conn is not None else self.lanes).fetchval(
                 self.q["job_insert_plain"],
@@ -250,7 +272,7 @@ class Database:
             )
         return job_id
 
-    async def _insert_due(
+    async def insert_due(
         self,
         job_id: str,
         job_name: str,
