@@ -22,7 +22,7 @@ FULL = {
     "drain": 20_000,
     "drain_deep": 200_000,
     "drain_shallow": 1_000,
-    "drain_shallow_rounds": 5,
+    "drain_shallow_rounds": 9,
     "latency_jobs": 500,
 }
 QUICK = {

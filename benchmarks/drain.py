@@ -51,7 +51,11 @@ class WorkerProcess:
     log_path: Path | None = None
 
     def start(self) -> float:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQ_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("SONIQ_") or k == "SONIQ_LOG_LEVEL"
+        }
         env.update(
             SONIQ_DATABASE_URL=self.url,
             SONIQ_SCHEMA=self.schema,
