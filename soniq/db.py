@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -166,10 +167,11 @@ class Lanes:
 
     def _park(self, conn: Conn) -> None:
         """Keep ``conn`` as an idle lane (handed back to the pool if unused for a while)."""
-        loop = asyncio.get_running_loop()
-        self._idle.append((conn, loop.time()))
+        # time.monotonic() is the loop's clock; asyncio.get_running_loop() costs a getpid()
+        # system call on Python 3.11, so it is only asked when a timer must be set
+        self._idle.append((conn, time.monotonic()))
         if self._timer is None:
-            self._timer = loop.call_later(LANE_IDLE_SECONDS, self._trim)
+            self._timer = asyncio.get_running_loop().call_later(LANE_IDLE_SECONDS, self._trim)
 
     def _give_back(self, conn: Conn) -> None:
         self.held -= 1
@@ -185,7 +187,7 @@ class Lanes:
     def _trim(self) -> None:
         self._timer = None
         loop = asyncio.get_running_loop()
-        cutoff = loop.time() - LANE_IDLE_SECONDS
+        cutoff = time.monotonic() - LANE_IDLE_SECONDS
         while self._idle and self._idle[0][1] <= cutoff:
             self._give_back(self._idle.pop(0)[0])
         if self._idle:

@@ -415,6 +415,8 @@ class Worker:
 
     async def _wait_any(self, *signals: Signal, timeout: float) -> None:
         """Wait until stop or one of ``signals`` is set, or ``timeout`` passes."""
+        if self.stop.is_set() or any(s.is_set() for s in signals):
+            return  # without asking for the loop (a getpid() system call on Python 3.11)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         wake = self._wake
