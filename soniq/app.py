@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -44,6 +45,14 @@ _INT32 = 2**31 - 1
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # dump_json's, built once
 
 
+# A ULID's randomness makes ids unique; it is not a secret. A private generator seeded from
+# os.urandom (and again in every forked child) costs no system call per id, and user code
+# that seeds the global `random` cannot make two processes repeat each other's ids.
+_RANDOM = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_RANDOM.seed)
+
+
 class _Ids:
     """Monotonic ULIDs (python-ulid's layout: 48 bits of milliseconds, 80 random bits) as
     canonical UUID text, without building a ULID and a UUID object for every job."""
@@ -54,9 +63,7 @@ class _Ids:
 
     def take(self, n: int = 1) -> int:
         """The first of ``n`` consecutive ids, each above every id taken before."""
-        # random's generator (reseeded in forked children), not os.urandom: a ULID's
-        # randomness makes ids unique, it is not a secret, and the syscall cost more
-        value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+        value = (time.time_ns() // 1_000_000) << 80 | _RANDOM.getrandbits(80)
         with self._lock:
             if value <= self._last:  # same millisecond: count up, as python-ulid does
                 value = self._last + 1
