@@ -340,7 +340,8 @@ class Database:
             wake.notifier = False
         else:
             wake.owed = True
-        await self._settle(queue, wake)
+        if wake.owed and not wake.notifier and wake.in_flight == 0:  # (_settle's test, inline)
+            await self._settle(queue, wake)
 
     async def _settle(self, queue: str, wake: _Wake) -> None:
         """Send the owed NOTIFY when no insert in flight will (the end of a burst)."""
