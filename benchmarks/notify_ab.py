@@ -47,7 +47,7 @@ def _every_insert_notifies(db: Database, through_pool: bool) -> None:
             db.channel,
         )
 
-    db._insert_due = insert_due  # type: ignore[method-assign]
+    db.insert_due = insert_due  # type: ignore[method-assign]
 
 
 class Variant(enqueue.EnqueueConcurrent):
