@@ -135,7 +135,7 @@ async def main(url: str | None, n: int, rounds: int, producers: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url")
-    parser.add_argument("--statements", type=int, default=2_000)
+    parser.add_argument("--statements", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--producers", type=int, default=50)
     a = parser.parse_args()
