@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,10 @@ def table(rows: list[Result]) -> str:
             )
         )
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
-    line = lambda cells: " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+
+    def line(cells: Sequence[Any]) -> str:
+        return " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
+
     out = [line(head), "-+-".join("-" * w for w in widths)]
     out += [line(b) for b in body]
     return "\n".join(out)
