@@ -121,29 +121,11 @@ class Lanes:
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """``fetchval`` on an idle lane, a new one, or (all busy) the pool."""
-        if not self._idle:
-            return await self._call("fetchval", query, args)
-        conn = self._idle.pop()[0]  # the hot path, inline: an idle lane
-        try:
-            value = await conn.fetchval(query, *args)
-        except BaseException:
-            self._give_back(conn)
-            raise
-        self._park(conn)
-        return value
+        return await self._call("fetchval", query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
         """``execute`` (its status, such as ``INSERT 0 5``) like ``fetchval``."""
-        if not self._idle:
-            return await self._call("execute", query, args)  # type: ignore[no-any-return]
-        conn = self._idle.pop()[0]
-        try:
-            status: str = await conn.execute(query, *args)
-        except BaseException:
-            self._give_back(conn)
-            raise
-        self._park(conn)
-        return status
+        return await self._call("execute", query, args)  # type: ignore[no-any-return]
 
     async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         if self._idle:
@@ -204,6 +186,11 @@ class _Wake:
         self.notifier = False  # one of them (or a trailing NOTIFY) carries the NOTIFY
         self.owed = False  # a job may have committed with no NOTIFY committed after it
 
+    @property
+    def unsettled(self) -> bool:
+        """A NOTIFY is owed and no insert in flight will carry it (the end of a burst)."""
+        return self.owed and not self.notifier and self.in_flight == 0
+
 
 class Database:
     """Named queries against one schema, over one asyncpg pool."""
@@ -245,32 +232,16 @@ class Database:
         connections, enqueues of due jobs to one queue that run at the same time share one
         NOTIFY (see ``insert_due``).
         """
+        job = (job_id, job_name, queue, priority, args_json, max_attempts)
         if dedup_key is not None:
             return await (conn if conn is not None else self.lanes).fetchval(  # type: ignore[no-any-return]
-                self.q["job_insert"],
-                job_id,
-                job_name,
-                queue,
-                priority,
-                args_json,
-                max_attempts,
-                scheduled_at,
-                dedup_key,
-                self.channel,
+                self.q["job_insert"], *job, scheduled_at, dedup_key, self.channel
             )
         if conn is None and scheduled_at is None:
-            await self.insert_due(job_id, job_name, queue, priority, args_json, max_attempts)
+            await self.insert_due(*job)
         else:
             await (conn if conn is not None else self.lanes).fetchval(
-                self.q["job_insert_plain"],
-                job_id,
-                job_name,
-                queue,
-                priority,
-                args_json,
-                max_attempts,
-                scheduled_at,
-                self.channel,
+                self.q["job_insert_plain"], *job, scheduled_at, self.channel
             )
         return job_id
 
@@ -301,36 +272,19 @@ class Database:
             wake.notifier = True
             wake.owed = False  # this NOTIFY commits after every job committed so far
         wake.in_flight += 1
+        job = (job_id, job_name, queue, priority, args_json, max_attempts)
         try:
             if notify:
-                await self.lanes.fetchval(
-                    self.q["job_insert_plain"],
-                    job_id,
-                    job_name,
-                    queue,
-                    priority,
-                    args_json,
-                    max_attempts,
-                    None,
-                    self.channel,
-                )
+                await self.lanes.fetchval(self.q["job_insert_plain"], *job, None, self.channel)
             else:
-                await self.lanes.execute(
-                    self.q["job_insert_quiet"],
-                    job_id,
-                    job_name,
-                    queue,
-                    priority,
-                    args_json,
-                    max_attempts,
-                )
+                await self.lanes.execute(self.q["job_insert_quiet"], *job)
         except BaseException:
             # whether it committed is unknown: treat the job as owed a NOTIFY
             wake.in_flight -= 1
             if notify:
                 wake.notifier = False
             wake.owed = True
-            if not wake.notifier and wake.in_flight == 0:
+            if wake.unsettled:
                 settle = asyncio.ensure_future(self._settle(queue, wake))
                 self._wake_tasks.add(settle)
                 settle.add_done_callback(self._wake_tasks.discard)
@@ -340,12 +294,12 @@ class Database:
             wake.notifier = False
         else:
             wake.owed = True
-        if wake.owed and not wake.notifier and wake.in_flight == 0:  # (_settle's test, inline)
+        if wake.unsettled:
             await self._settle(queue, wake)
 
     async def _settle(self, queue: str, wake: _Wake) -> None:
         """Send the owed NOTIFY when no insert in flight will (the end of a burst)."""
-        while wake.owed and not wake.notifier and wake.in_flight == 0:
+        while wake.unsettled:
             await self._wake_workers(queue, wake)
 
     async def _wake_workers(self, queue: str, wake: _Wake) -> None:
