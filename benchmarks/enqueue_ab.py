@@ -94,7 +94,7 @@ async def main(url: str | None, n: int, rounds: int, producers: int) -> None:
     await fresh_schema(url, SCHEMA)
     setup = Soniq(database_url=url, schema=SCHEMA)
     await setup.setup()
-    q = (await setup._database()).q
+    q = (await setup.database()).q
     await setup.close()
     conn = await asyncpg.connect(url)
     await conn.execute(ceiling.CREATE.replace(ceiling.SCHEMA, SCHEMA))

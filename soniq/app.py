@@ -30,6 +30,7 @@ from soniq.errors import (
     TASK_INVALID,
     UNKNOWN_TASK_NAME,
     SoniqError,
+    schema_missing,
 )
 from soniq.jobs import Task, TaskRef, attach, check_model_args, check_queue, dump_json
 from soniq.settings import Settings, load_settings
@@ -99,7 +100,7 @@ class Backend:
 
     @asynccontextmanager
     async def acquire(self) -> Any:
-        db = await self._app._database()
+        db = await self._app.database()
         async with db.pool.acquire() as conn:
             try:
                 yield conn
@@ -193,9 +194,9 @@ class Soniq:
 
     async def ensure_initialized(self) -> None:
         """Open the pool (and, on the embedded default, apply migrations)."""
-        await self._database()
+        await self.database()
 
-    async def _database(self) -> Database:
+    async def database(self) -> Database:
         if self._db is not None:
             return self._db
         if self._init_lock is None:
@@ -228,12 +229,12 @@ class Soniq:
 
     async def setup(self) -> int:
         """Create the schema and apply pending migrations; returns how many were applied."""
-        db = await self._database()
+        db = await self.database()
         async with db.acquire() as conn:
             return await migrate.apply(conn, self.schema)
 
     async def migration_status(self) -> list[migrate.MigrationState]:
-        db = await self._database()
+        db = await self.database()
         async with db.acquire() as conn:
             return await migrate.status(conn, self.schema)
 
@@ -514,7 +515,7 @@ class Soniq:
         dedup_key: str | None,
         connection: Conn | None,
     ) -> str:
-        db = self._db if self._db is not None else await self._database()
+        db = self._db if self._db is not None else await self.database()
         job_id = _IDS.text(_IDS.take())
         try:
             if dedup_key is None and connection is None and scheduled_at is None:
@@ -545,15 +546,8 @@ class Soniq:
                     return str(existing)
                 # the holder ended between our insert and our look-up: try again
         except asyncpg.UndefinedTableError:
-            raise self._not_set_up() from None
+            raise schema_missing(self.schema) from None
         raise SoniqError(ENQUEUE_INVALID, f"dedup_key {dedup_key!r} kept changing hands; retry")
-
-    def _not_set_up(self) -> SoniqError:
-        return SoniqError(
-            "SONIQ_SCHEMA_MISSING",
-            f"soniq's tables are not in schema {self.schema!r} of this database. "
-            "Fix: run `soniq setup` (or `await app.setup()`) once.",
-        )
 
     async def enqueue_many(
         self,
@@ -604,7 +598,7 @@ class Soniq:
             raise
         q, prio, max_attempts = self._options(task, queue, priority, default_queue)
         when = self._scheduled_at(scheduled_at)
-        db = self._db if self._db is not None else await self._database()
+        db = self._db if self._db is not None else await self.database()
         first = _IDS.take(len(items))
         ids = [
             f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -615,7 +609,7 @@ class Soniq:
                 connection, ids, name, q, prio, args_array_json, max_attempts, when
             )
         except asyncpg.UndefinedTableError:
-            raise self._not_set_up() from None
+            raise schema_missing(self.schema) from None
         for observer in self.observers:
             observer.job_enqueued(q, name, len(ids))
         return ids
@@ -644,14 +638,14 @@ class Soniq:
         uid = parse_uuid(job_id)
         if uid is None:
             return None
-        row = await (await self._database()).job_get(uid)
+        row = await (await self.database()).job_get(uid)
         return None if row is None else self._job_dict(row)
 
     async def get_result(self, job_id: str) -> Any:
         uid = parse_uuid(job_id)
         if uid is None:
             return None
-        row = await (await self._database()).job_get_result(uid)
+        row = await (await self.database()).job_get_result(uid)
         if row is None or row["status"] != JobStatus.DONE.value:
             return None
         return row["result"]
@@ -674,32 +668,32 @@ class Soniq:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in JobStatus)}",
                 ) from None
-        rows = await (await self._database()).job_list(status, queue, job_name, limit, offset)
+        rows = await (await self.database()).job_list(status, queue, job_name, limit, offset)
         return [self._job_dict(r) for r in rows]
 
     async def cancel_job(self, job_id: str) -> bool:
         uid = parse_uuid(job_id)
-        return uid is not None and await (await self._database()).job_cancel(uid)
+        return uid is not None and await (await self.database()).job_cancel(uid)
 
     async def delete_job(self, job_id: str) -> bool:
         uid = parse_uuid(job_id)
-        return uid is not None and await (await self._database()).job_delete(uid)
+        return uid is not None and await (await self.database()).job_delete(uid)
 
     async def retry_job(self, job_id: str) -> bool:
         uid = parse_uuid(job_id)
-        return uid is not None and await (await self._database()).job_retry_dead(uid)
+        return uid is not None and await (await self.database()).job_retry_dead(uid)
 
     async def get_queue_stats(self) -> dict[str, int]:
-        counts = await (await self._database()).job_count_by_status()
+        counts = await (await self.database()).job_count_by_status()
         stats = {s.value: counts.get(s.value, 0) for s in JobStatus}
         return {"total": sum(stats.values()), **stats}
 
     async def list_queues(self) -> list[dict[str, Any]]:
-        rows = await (await self._database()).queue_stats()
+        rows = await (await self.database()).queue_stats()
         return [dict(r) for r in rows]
 
     async def list_workers(self) -> list[dict[str, Any]]:
-        rows = await (await self._database()).worker_list(self.settings.heartbeat_timeout)
+        rows = await (await self.database()).worker_list(self.settings.heartbeat_timeout)
         return [dict(r) for r in rows]
 
     async def list_schedules(self) -> list[dict[str, Any]]:
@@ -710,13 +704,13 @@ class Soniq:
     async def queue_depths(self) -> list[dict[str, Any]]:
         """Per queue: ``queued``, ``processing``, ``dead_letter`` counts and
         ``oldest_queued_age`` (seconds; None when nothing is due). Cheap enough to sample."""
-        rows = await (await self._database()).queue_depth()
+        rows = await (await self.database()).queue_depth()
         return [dict(r) for r in rows]
 
     async def queue_throughput(self, seconds: float = 60.0) -> dict[str, dict[str, int]]:
         """Per queue, jobs that ended in the last ``seconds``: ``succeeded``,
         ``dead_lettered``, ``cancelled``."""
-        rows = await (await self._database()).queue_throughput(seconds)
+        rows = await (await self.database()).queue_throughput(seconds)
         return {
             r["queue"]: {k: int(r[k]) for k in ("succeeded", "dead_lettered", "cancelled")}
             for r in rows
@@ -724,14 +718,14 @@ class Soniq:
 
     async def worker_jobs_held(self) -> dict[str, int]:
         """Worker id -> how many jobs it holds (status ``processing``) right now."""
-        return await (await self._database()).worker_jobs_held()
+        return await (await self.database()).worker_jobs_held()
 
     async def scheduler_leader(self) -> dict[str, Any] | None:
         """The database session holding the scheduler's leader lock (``pid``,
         ``application_name``, ``client_addr``, ``backend_start``), or None."""
         from soniq.db import advisory_key
 
-        row = await (await self._database()).lock_holder(advisory_key(self.schema, "scheduler"))
+        row = await (await self.database()).lock_holder(advisory_key(self.schema, "scheduler"))
         return None if row is None else dict(row)
 
     async def create_database(self) -> bool:

@@ -58,7 +58,7 @@ class DeadLetter:
     async def list_dead_letter_jobs(
         self, *, limit: int = 100, offset: int = 0, job_name: str | None = None
     ) -> list[DeadLetterJob]:
-        db = await self._app._database()
+        db = await self._app.database()
         rows = await db.dead_letter_list(limit, offset, job_name)
         return [DeadLetterJob.from_row(r) for r in rows]
 
@@ -66,7 +66,7 @@ class DeadLetter:
         uid = parse_uuid(job_id)
         if uid is None:
             return None
-        db = await self._app._database()
+        db = await self._app.database()
         row = await db.dead_letter_get(uid)
         return None if row is None else DeadLetterJob.from_row(row)
 
@@ -76,7 +76,7 @@ class DeadLetter:
         The new job and the entry's ``resurrection_count`` are written in one transaction.
         """
         uid = parse_uuid(job_id)
-        db = await self._app._database()
+        db = await self._app.database()
         row = None if uid is None else await db.dead_letter_get(uid)
         if row is None:
             raise SoniqError(
@@ -103,10 +103,10 @@ class DeadLetter:
         uid = parse_uuid(job_id)
         if uid is None:
             return False
-        db = await self._app._database()
+        db = await self._app.database()
         return await db.dead_letter_delete(uid)
 
     async def get_dead_letter_stats(self) -> DeadLetterStats:
-        db = await self._app._database()
+        db = await self._app.database()
         by_reason = await db.dead_letter_stats()
         return DeadLetterStats(total_count=sum(by_reason.values()), by_reason=by_reason)

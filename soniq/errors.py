@@ -6,6 +6,10 @@ Every error soniq raises on bad input is a :class:`SoniqError` with a stable
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
+
 SETTINGS_INVALID = "SONIQ_SETTINGS_INVALID"
 UNKNOWN_TASK_NAME = "SONIQ_UNKNOWN_TASK_NAME"
 TASK_ARGS_INVALID = "SONIQ_TASK_ARGS_INVALID"
@@ -17,6 +21,17 @@ EMBEDDED_UNAVAILABLE = "SONIQ_EMBEDDED_UNAVAILABLE"
 JOBS_MODULES_MISSING = "SONIQ_JOBS_MODULES_MISSING"
 JOBS_MODULE_IMPORT = "SONIQ_JOBS_MODULE_IMPORT"
 NOT_FOUND = "SONIQ_NOT_FOUND"
+SCHEMA_MISSING = "SONIQ_SCHEMA_MISSING"
+
+# What a lost or refused database looks like from asyncpg: the one list every retry loop
+# and fallback catches.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 class SoniqError(Exception):
@@ -29,3 +44,12 @@ class SoniqError(Exception):
 
     def __str__(self) -> str:
         return f"[{self.error_code}] {self.message}"
+
+
+def schema_missing(schema: str) -> SoniqError:
+    """The error for a database whose ``schema`` was never set up."""
+    return SoniqError(
+        SCHEMA_MISSING,
+        f"soniq's tables are not in schema {schema!r} of this database. "
+        "Fix: run `soniq setup` (or `await app.setup()`) once.",
+    )

@@ -34,7 +34,7 @@ async def _locked(conn: object, schema: str, purpose: str) -> bool:
 
 async def rescue_stale(app: Soniq) -> int:
     """Put back (or dead-letter) the jobs of workers silent past ``heartbeat_timeout``."""
-    db = await app._database()
+    db = await app.database()
     async with db.acquire() as conn, conn.transaction():
         if not await _locked(conn, app.schema, "rescue"):
             return 0
@@ -52,7 +52,7 @@ async def prune(app: Soniq) -> tuple[int, int]:
 
     Returns (jobs deleted, worker rows deleted).
     """
-    db = await app._database()
+    db = await app.database()
     jobs = await _in_batches(app, db.job_prune_finished, app.settings.result_ttl)
     ticks = await _in_batches(app, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0))
     async with db.acquire() as conn:
@@ -72,7 +72,7 @@ async def _in_batches(
 ) -> int:
     """Run ``delete`` (rows older than ``older_than`` s, at most a batch) up to
     PRUNE_MAX_BATCHES times, each in its own short transaction under the prune lock."""
-    db = await app._database()
+    db = await app.database()
     total = 0
     for _ in range(PRUNE_MAX_BATCHES):
         async with db.acquire() as conn, conn.transaction():
@@ -102,7 +102,7 @@ async def vacuum_if_needed(app: Soniq) -> bool:
     """
     if app.schema in _vacuum_refused:
         return False
-    db = await app._database()
+    db = await app.database()
     async with db.acquire() as conn:
         health = await db.job_table_health(conn)
         if health is None:

@@ -31,7 +31,7 @@ from ulid import ULID
 
 from soniq import maintenance
 from soniq.db import Conn, Database, advisory_key
-from soniq.errors import SETTINGS_INVALID, SoniqError
+from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.jobs import dump_json
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class Scheduler:
             log.exception("scheduler %s (attempt %d): unexpected error", what, failures)
 
     async def _session(self, conn: Conn, stop: asyncio.Event) -> None:
-        db = await self.app._database()
+        db = await self.app.database()
         name = f"soniq scheduler {socket.gethostname()}:{os.getpid()}"[:63]
         try:
             await _timed(db.scheduler_session_setup(conn, name))
@@ -277,7 +277,7 @@ class Scheduler:
         """One pass without the lead, on a pooled connection: record the schedules, then
         enqueue every tick due at ``now`` (default: the database clock). Returns
         {schedule name: job id} for the jobs it inserted. Safe next to a running leader."""
-        db = await self.app._database()
+        db = await self.app.database()
         async with db.acquire() as conn:
             when = now if now is not None else await self._now(db, conn)
             if not self._next:
@@ -287,7 +287,7 @@ class Scheduler:
     async def enqueue_tick(self, schedule_name: str, tick: datetime) -> str | None:
         """Enqueue one given tick of a schedule; the job id, or None if that tick was taken."""
         schedule = self.app.schedules[schedule_name]
-        db = await self.app._database()
+        db = await self.app.database()
         async with db.acquire() as conn:
             if schedule_name not in self._next:
                 await self._sync_one(db, conn, schedule, tick)
@@ -326,11 +326,11 @@ class Scheduler:
 async def list_schedules(app: Soniq) -> list[dict[str, Any]]:
     """Each schedule registered on ``app``: name, job_name, cron or every (seconds),
     timezone, next_run_at, last_enqueued_at, last_tick."""
-    db = await app._database()
+    db = await app.database()
     try:
         rows = {r["name"]: r for r in await db.schedule_list()}
     except asyncpg.UndefinedTableError:
-        raise app._not_set_up() from None
+        raise schema_missing(app.schema) from None
     now = datetime.now(timezone.utc)
     out = []
     for schedule in app.schedules.values():

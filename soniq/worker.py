@@ -30,7 +30,7 @@ from ulid import ULID
 
 from soniq import logs, maintenance
 from soniq.db import init_connection
-from soniq.errors import SETTINGS_INVALID, SoniqError
+from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.jobs import JobContext, Snooze, Task, dump_json
 from soniq.states import Decision, JobStatus, Kind, Outcome, decide
 
@@ -292,7 +292,7 @@ class Worker:
 
     async def run(self) -> None:
         app = self.app
-        self._db = await app._database()
+        self._db = await app.database()
         self.executor = ThreadPoolExecutor(
             max_workers=app.settings.sync_handler_pool_size, thread_name_prefix="soniq-sync"
         )
@@ -340,7 +340,7 @@ class Worker:
             async with self.db.acquire() as conn:
                 await self._register_on(conn)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            raise self.app._not_set_up() from None
+            raise schema_missing(self.app.schema) from None
 
     async def _retry_db(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
         failures = 0
