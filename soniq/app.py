@@ -33,6 +33,7 @@ from soniq.errors import (
     schema_missing,
 )
 from soniq.jobs import Task, TaskRef, attach, check_model_args, check_queue, dump_json
+from soniq.notifier import Notifier
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
 
@@ -140,6 +141,7 @@ class Soniq:
         self.observers: list[Any] = []
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self)
+        self.notifier = Notifier(self)
         self.embedded = False
         self._url: str | None = None
         self._db: Database | None = None
@@ -223,6 +225,7 @@ class Soniq:
 
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
+        await self.notifier.close()
         db, self._db = self._db, None
         if db is not None:
             await db.pool.close()

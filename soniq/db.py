@@ -23,6 +23,8 @@ from typing import Any
 
 import asyncpg
 
+from soniq.outcomes import Batch
+
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
 Row = Any
 
@@ -96,6 +98,18 @@ async def release_connection(conn: Conn) -> None:
     locks are transaction-level; LISTEN and session locks use direct connections), and
     asyncpg has already rolled back any open transaction. ``app.backend.acquire()``
     resets fully, since user code may set session state."""
+
+
+def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:
+    """The outcome statement's parameters for ``batch`` (see ``_job_report``)."""
+    other = [
+        json.dumps(
+            {"id": str(o.id), "status": o.status, "delay": o.delay, "refund": o.refund,
+             "error": o.error, "reason": o.reason}
+        )
+        for o in batch.other
+    ]
+    return (worker_id, batch.done_ids, batch.done_results, other)
 
 
 LANE_IDLE_SECONDS = 0.05
@@ -359,33 +373,18 @@ class Database:
         return text
 
     async def job_report_and_claim(
-        self,
-        conn: Conn,
-        worker_id: str,
-        limit: int,
-        queues: Sequence[str] | None,
-        done_ids: Sequence[uuid.UUID],
-        done_results: Sequence[str | None],
-        other: Sequence[str],
+        self, conn: Conn, worker_id: str, limit: int, queues: Sequence[str] | None, batch: Batch
     ) -> list[Row]:
-        """Record outcomes and claim up to ``limit`` jobs, in one statement."""
+        """Record ``batch`` and claim up to ``limit`` jobs, in one statement."""
         sql = self.claim_query(limit, queues)
+        args = _report_args(worker_id, batch)
         if queues:
-            return await conn.fetch(  # type: ignore[no-any-return]
-                sql, worker_id, done_ids, done_results, other, list(queues)
-            )
-        return await conn.fetch(sql, worker_id, done_ids, done_results, other)  # type: ignore[no-any-return]
+            return await conn.fetch(sql, *args, list(queues))  # type: ignore[no-any-return]
+        return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
-    async def job_report(
-        self,
-        conn: Conn,
-        worker_id: str,
-        done_ids: Sequence[uuid.UUID],
-        done_results: Sequence[str | None],
-        other: Sequence[str],
-    ) -> int:
-        """Record outcomes on their own (no claim); returns how many the guard let through."""
-        value = await conn.fetchval(self.q["job_report"], worker_id, done_ids, done_results, other)
+    async def job_report(self, conn: Conn, worker_id: str, batch: Batch) -> int:
+        """Record ``batch`` on its own (no claim); returns how many the guard let through."""
+        value = await conn.fetchval(self.q["job_report"], *_report_args(worker_id, batch))
         return int(value)
 
     async def job_return_many(
@@ -599,3 +598,6 @@ class Database:
     async def periodic_tick_prune(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
         return len(rows)
+
+    async def ping(self, conn: Conn, timeout: float) -> None:
+        await conn.fetchval("SELECT 1", timeout=timeout)

@@ -1,19 +1,27 @@
-"""Maintenance passes shared by workers and the scheduler: rescue, pruning.
+"""Maintenance: one loop (:class:`Maintenance`) and one function per pass (rescue, prune,
+vacuum), run by every worker and by the leading scheduler.
 
-Each pass is one short transaction that first takes a transaction-level advisory lock with
-``pg_try_advisory_xact_lock``: when several processes run the same pass, one does the work and
-the others skip it. Each pass is bounded and logs what it did.
+Each pass first takes its own advisory lock (transaction-level for rescue and prune, a
+session lock around the VACUUM, which cannot run in a transaction): whoever holds it does
+the pass and the others skip it, so many processes running the loop cost one pass, and a
+process that dies mid-pass frees the lock with its session. Locks per pass, rather than a
+leader holding one session lock, keep maintenance working through a transaction-pooling
+PgBouncer and cost no connection of their own. Each pass is bounded and logs what it did.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from soniq.db import advisory_key
+from soniq.errors import DB_ERRORS, SoniqError
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -131,3 +139,58 @@ async def vacuum_if_needed(app: Soniq) -> bool:
         modified,
     )
     return True
+
+
+_EXPECTED: tuple[type[BaseException], ...] = (*DB_ERRORS, SoniqError)
+VACUUM_CHECK_SECONDS = 2.0  # how often the job table's dead rows are looked at
+RESCUE_TIMEOUT = 10.0
+PRUNE_TIMEOUT = 60.0
+
+
+class Maintenance:
+    """The maintenance loop: every pass at once, then rescue every ``cleanup_interval``,
+    the VACUUM check every few seconds, pruning ten times less often than rescue (at least
+    once a minute). ``on_rescued`` is called when a rescue put jobs back in the queue."""
+
+    def __init__(self, app: Soniq, on_rescued: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.on_rescued = on_rescued
+        interval = app.settings.cleanup_interval
+        self.periods = {
+            "rescue": interval,
+            "vacuum": VACUUM_CHECK_SECONDS,
+            "prune": max(60.0, interval * 10),
+        }
+        self._last = dict.fromkeys(self.periods, -math.inf)
+
+    async def run(self) -> None:
+        """Run passes as they fall due, until cancelled; a failed pass is logged and tried
+        again at its next turn."""
+        tick = min(self.periods.values())
+        while True:
+            await self.run_due()
+            await asyncio.sleep(tick)
+
+    async def run_due(self) -> None:
+        """Run every pass whose period has passed since it last ran."""
+        for name, period in self.periods.items():
+            now = time.monotonic()
+            if now - self._last[name] < period - 1e-3:
+                continue
+            self._last[name] = now
+            try:
+                await self._pass(name)
+            except _EXPECTED as exc:
+                log.warning("maintenance (%s) failed: %s", name, exc)
+            except Exception:
+                log.exception("maintenance (%s) failed", name)
+
+    async def _pass(self, name: str) -> None:
+        if name == "rescue":
+            if await asyncio.wait_for(rescue_stale(self.app), RESCUE_TIMEOUT):
+                if self.on_rescued is not None:
+                    self.on_rescued()
+        elif name == "prune":
+            await asyncio.wait_for(prune(self.app), PRUNE_TIMEOUT)
+        else:
+            await vacuum_if_needed(self.app)

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from ulid import ULID
 
-from soniq import maintenance
 from soniq.db import Conn, Database, advisory_key
 from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.jobs import dump_json
+from soniq.maintenance import Maintenance
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -58,13 +58,19 @@ class _Job:
 
 
 class Scheduler:
-    """Leader election plus the leader's loop: due ticks, rescue, pruning.
+    """Leader election plus the leader's loop: due ticks, and maintenance while it leads.
 
-    ``clock`` replaces the database clock (tests inject one to step through time).
+    ``clock`` replaces the database clock (tests inject one to step through time);
+    ``maintain=False`` leaves maintenance to the process's worker.
     """
 
     def __init__(
-        self, app: Soniq, *, check_interval: float = 1.0, clock: Clock | None = None
+        self,
+        app: Soniq,
+        *,
+        check_interval: float = 1.0,
+        clock: Clock | None = None,
+        maintain: bool = True,
     ) -> None:
         if (
             isinstance(check_interval, bool)
@@ -82,8 +88,8 @@ class Scheduler:
         self.key = advisory_key(app.schema, "scheduler")
         self._next: dict[str, datetime] = {}
         self._jobs: dict[str, _Job | None] = {}
-        self._last_rescue = -math.inf
-        self._last_prune = -math.inf
+        # the leader runs the maintenance loop unless its process already does (a worker)
+        self._maintainer = Maintenance(app) if maintain else None
         self._maintenance: asyncio.Task[None] | None = None
 
     # -- election ------------------------------------------------------------------------------
@@ -158,8 +164,8 @@ class Scheduler:
                     )
             if self.is_leader:
                 await self._fire_due(db, conn, now)
-                if self._maintenance is None or self._maintenance.done():
-                    self._maintenance = asyncio.create_task(self._maintain())
+                if self._maintainer is not None and self._maintenance is None:
+                    self._maintenance = asyncio.create_task(self._maintainer.run())
                 if self._next:
                     until = (min(self._next.values()) - now).total_seconds()
                     delay = min(delay, max(until - (time.monotonic() - started), MIN_SLEEP))
@@ -301,26 +307,6 @@ class Scheduler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def _maintain(self) -> None:
-        """Rescue every ``cleanup_interval``; prune ten times less often (at least a minute)."""
-        interval = self.app.settings.cleanup_interval
-        now = time.monotonic()
-        try:
-            if now - self._last_rescue >= interval:
-                self._last_rescue = now
-                await _timed(maintenance.rescue_stale(self.app))
-            if now - self._last_prune >= max(60.0, interval * 10):
-                self._last_prune = now
-                await _timed(maintenance.prune(self.app), 60.0)
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncio.TimeoutError,
-            SoniqError,
-        ) as exc:
-            log.warning("scheduler maintenance failed: %s", exc)
 
 
 async def list_schedules(app: Soniq) -> list[dict[str, Any]]:
