@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -229,4 +229,3 @@ def attach(fn: Callable[P, R], task: Task[P, R], app: Soniq) -> Callable[P, R]:
     return fn
 
 
-Hook = Callable[..., Awaitable[Any]]

@@ -40,9 +40,6 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.DEAD_LETTER: frozenset({JobStatus.QUEUED}),
 }
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.PROCESSING)
-FINISHED = (JobStatus.DONE, JobStatus.CANCELLED)
-
 
 def can_move(src: JobStatus, dst: JobStatus) -> bool:
     """True if ``src -> dst`` is a legal transition."""

@@ -28,10 +28,12 @@ from ulid import ULID
 from soniq import logs
 from soniq.db import init_connection
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, retry_delay, schema_missing
+from soniq.heartbeat import Heartbeat
 from soniq.jobs import Task
 from soniq.maintenance import Maintenance
 from soniq.outcomes import EMPTY_BATCH, Batch, Reporter
 from soniq.runner import CANCEL_GRACE, ClaimedJob, Runner
+from soniq.scheduler import Scheduler
 from soniq.states import JobStatus, Kind, Outcome
 from soniq.unix_signals import shutdown_signals
 from soniq.wakeup import WakeFlag, wait_any
@@ -147,8 +149,9 @@ class Worker:
             ",".join(self.queues) if self.queues else "all",
             len(app.tasks),
         )
+        heartbeat = Heartbeat(app, self.worker_id, lambda: len(self.running), self._register_on)
         self._side = [
-            asyncio.create_task(self._heartbeat_loop(), name="soniq-heartbeat"),
+            asyncio.create_task(heartbeat.run(), name="soniq-heartbeat"),
             asyncio.create_task(self._watch_stop(), name="soniq-stop"),
         ]
         if not self.run_once:
@@ -162,8 +165,6 @@ class Worker:
             maintenance = Maintenance(app, on_rescued=self.more_work.set)
             self._side.append(asyncio.create_task(maintenance.run(), name="soniq-maintenance"))
             if self.with_scheduler:
-                from soniq.scheduler import Scheduler  # the scheduler imports nothing of ours
-
                 scheduler = Scheduler(app, maintain=False)  # this worker already maintains
                 self._side.append(
                     asyncio.create_task(scheduler.run(self.stop), name="soniq-scheduler")
@@ -382,39 +383,6 @@ class Worker:
             # due again before the next poll: wake up for it (a little after, so the outcome
             # has been written and its due time has passed)
             asyncio.get_running_loop().call_later(decision.delay + 0.05, self.more_work.set)
-
-    # -- heartbeat -----------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        """Record that this worker is alive, on a connection of its own: handlers (or
-        enqueues) holding every pool connection must not make a live worker look dead."""
-        interval = self.app.settings.heartbeat_interval
-        conn: Any = None
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    if conn is None or conn.is_closed():
-                        conn = await self.app.connect()
-                    alive = await self.db.worker_heartbeat(conn, self.worker_id, len(self.running))
-                    if not alive:
-                        log.warning(
-                            "worker %s was declared dead (silent too long); registering again",
-                            self.worker_id,
-                        )
-                        await self._register_on(conn)
-                except Exception as exc:  # a dead heartbeat loop would get this worker rescued
-                    log.warning(
-                        "heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS)
-                    )
-                    if conn is not None:
-                        with contextlib.suppress(Exception):
-                            conn.terminate()
-                    conn = None
-        finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.terminate()
 
     # -- shutdown ----------------------------------------------------------------------------
 
