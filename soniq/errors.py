@@ -54,7 +54,3 @@ def schema_missing(schema: str) -> SoniqError:
         "Fix: run `soniq setup` (or `await app.setup()`) once.",
     )
 
-
-def retry_delay(failures: int) -> float:
-    """Seconds to wait before reconnecting after ``failures`` faults in a row (0.1 s to 5 s)."""
-    return float(min(5.0, 0.1 * 2 ** min(failures, 6)))

@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from soniq.errors import retry_delay
+from soniq.aio import cancel_and_wait, retry_delay
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -26,20 +27,14 @@ log = logging.getLogger("soniq.notifier")
 KEEPALIVE_SECONDS = 10.0  # an idle LISTEN connection proves it is alive this often
 
 
+@dataclass(eq=False)
 class Subscription:
     """A subscriber's callbacks for one channel; ``await close()`` to stop listening."""
 
-    def __init__(
-        self,
-        notifier: Notifier,
-        channel: str,
-        on_message: Callable[[str], None],
-        on_reconnect: Callable[[], None] | None,
-    ) -> None:
-        self.notifier = notifier
-        self.channel = channel
-        self.on_message = on_message
-        self.on_reconnect = on_reconnect
+    notifier: Notifier
+    channel: str
+    on_message: Callable[[str], None]
+    on_reconnect: Callable[[], None] | None
 
     async def close(self) -> None:
         await self.notifier._remove(self)
@@ -92,10 +87,7 @@ class Notifier:
 
     async def _stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _listen_more(self, conn: Any, channel: str) -> None:
         try:

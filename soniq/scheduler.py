@@ -13,7 +13,6 @@ share. A tick missed while no scheduler ran fires once on catch-up, not once per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from ulid import ULID
 
+from soniq.aio import cancel_and_wait, wait_event
 from soniq.db import Conn, Database, advisory_key
 from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.jobs import dump_json
@@ -115,7 +115,7 @@ class Scheduler:
                 if conn is not None:
                     await _close(conn)
             if failures:
-                await _wait(shutdown_event, min(MAX_BACKOFF, 0.25 * 2**failures))
+                await wait_event(shutdown_event, min(MAX_BACKOFF, 0.25 * 2**failures))
 
     def _report(self, exc: BaseException, failures: int) -> None:
         what = "lost the lead" if self.is_leader else "cannot reach the database"
@@ -169,7 +169,7 @@ class Scheduler:
                 if self._next:
                     until = (min(self._next.values()) - now).total_seconds()
                     delay = min(delay, max(until - (time.monotonic() - started), MIN_SLEEP))
-            await _wait(stop, delay)
+            await wait_event(stop, delay)
         if self.is_leader:
             try:
                 await _timed(db.lock_release(conn, self.key))
@@ -303,10 +303,7 @@ class Scheduler:
 
     async def _stop_maintenance(self) -> None:
         task, self._maintenance = self._maintenance, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 async def list_schedules(app: Soniq) -> list[dict[str, Any]]:
@@ -341,13 +338,6 @@ async def list_schedules(app: Soniq) -> list[dict[str, Any]]:
 
 async def _timed(awaitable: Any, timeout: float = QUERY_TIMEOUT) -> Any:
     return await asyncio.wait_for(awaitable, timeout)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass
 
 
 async def _close(conn: Conn) -> None:

@@ -26,8 +26,9 @@ import asyncpg
 from ulid import ULID
 
 from soniq import logs
+from soniq.aio import retry_delay, wait_event
 from soniq.db import init_connection
-from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, retry_delay, schema_missing
+from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.heartbeat import Heartbeat
 from soniq.jobs import Task
 from soniq.maintenance import Maintenance
@@ -65,13 +66,14 @@ class Worker:
         self,
         app: Soniq,
         *,
-        concurrency: int | None = None,
-        queues: Sequence[str] | str | None = None,
-        run_once: bool = False,
-        shutdown_event: asyncio.Event | None = None,
-        with_scheduler: bool = False,
-        handle_signals: bool = False,
+        concurrency: int | None,
+        queues: Sequence[str] | str | None,
+        run_once: bool,
+        shutdown_event: asyncio.Event | None,
+        with_scheduler: bool,
+        handle_signals: bool,
     ) -> None:
+        """The options of ``Soniq.run_worker``, which gives their defaults."""
         self.app = app
         s = app.settings
         self.concurrency = concurrency if concurrency is not None else s.concurrency
@@ -203,8 +205,7 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early on stop."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
+        await wait_event(self.stop, seconds)
 
     async def _watch_stop(self) -> None:
         """Wake the claim loop when ``stop`` (which callers may set) is set."""
