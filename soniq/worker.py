@@ -879,7 +879,7 @@ class Worker:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(lost.wait(), 10.0)
                     if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5.0)
+                        await self.db.ping(conn, 5.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
