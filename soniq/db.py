@@ -1,4 +1,5 @@
-"""The only module that runs SQL: one typed method per named query in ``sql/queries.sql``.
+"""The only module that runs SQL: a typed method (or, for migrations, a function) per named
+query of the ``sql/*.sql`` files, and the migration files of ``sql/migrations/``.
 
 Queries are loaded once, with the schema name substituted (it is validated against a
 strict pattern and quoted, so it is never user-controlled SQL). Everything else is a bound
@@ -14,7 +15,7 @@ import re
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import cache
@@ -31,21 +32,48 @@ Row = Any
 log = logging.getLogger("soniq")
 
 
-@cache
-def _raw_queries() -> dict[str, str]:
-    """Named blocks of sql/queries.sql; ``{_name}`` includes the fragment ``_name``."""
-    text = resources.files("soniq").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+def parse_queries(text: str, source: str = "<text>") -> dict[str, str]:
+    """The ``-- name: X`` blocks of one file, comment lines dropped, fragments not yet filled
+    in; a name defined twice raises ValueError."""
     out: dict[str, str] = {}
     for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
         name, _, body = block.partition("\n")
+        name = name.strip()
+        if name in out:
+            raise ValueError(f"query {name!r} is defined twice in {source}")
         lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
-        out[name.strip()] = "\n".join(lines).strip()
+        out[name] = "\n".join(lines).strip()
+    return out
+
+
+def merge_queries(files: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The queries of (file name, text) pairs with ``{_name}`` filled in by the fragment
+    ``_name`` of any file; fragments themselves left out. A name defined twice, in one file
+    or two, raises ValueError."""
+    out: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for source, text in files:
+        for name, sql in parse_queries(text, source).items():
+            if name in out:
+                raise ValueError(f"query {name!r} is defined twice: in {where[name]} and {source}")
+            out[name] = sql
+            where[name] = source
     fragments = {k: v for k, v in out.items() if k.startswith("_")}
     for name, sql in out.items():
         for frag, frag_sql in fragments.items():
             sql = sql.replace("{" + frag + "}", frag_sql)
         out[name] = sql
     return {k: v for k, v in out.items() if not k.startswith("_")}
+
+
+@cache
+def _raw_queries() -> dict[str, str]:
+    """Every ``sql/*.sql`` file's queries (not ``sql/migrations/``), files in name order."""
+    folder = resources.files("soniq").joinpath("sql")
+    files = sorted(
+        (f.name, f.read_text(encoding="utf-8")) for f in folder.iterdir() if f.name.endswith(".sql")
+    )
+    return merge_queries(files)
 
 
 def quote_ident(name: str) -> str:
@@ -62,6 +90,45 @@ def advisory_key(schema: str, purpose: str) -> int:
     """A stable 63-bit advisory lock key for ``purpose`` in ``schema``."""
     digest = zlib.crc32(f"soniq:{schema}:{purpose}".encode())
     return (digest << 16) | 0x50C1  # distinct from small integer keys users pick
+
+
+def _query(schema: str, name: str) -> str:
+    return _raw_queries()[name].replace("{schema}", quote_ident(schema))
+
+
+# -- schema migrations: on a session of their own, before any table exists -----------------
+
+
+def _versions_table(schema: str) -> str:
+    return f"{quote_ident(schema)}.soniq_migrations"
+
+
+async def migration_lock(conn: Conn, schema: str) -> None:
+    """Wait for the migrate lock of ``schema``, held until the transaction ends."""
+    await conn.execute(_query(schema, "migration_lock"), advisory_key(schema, "migrate"))
+
+
+async def migration_table_ensure(conn: Conn, schema: str) -> None:
+    """Create the schema and its versions table if missing."""
+    await conn.execute(_query(schema, "schema_create"))
+    await conn.execute(_query(schema, "migration_table_create"))
+
+
+async def migration_table_exists(conn: Conn, schema: str) -> bool:
+    sql = _query(schema, "migration_table_exists")
+    return bool(await conn.fetchval(sql, _versions_table(schema)))
+
+
+async def migration_list(conn: Conn, schema: str) -> dict[int, datetime]:
+    """Applied versions and when."""
+    rows = await conn.fetch(_query(schema, "migration_list"))
+    return {r["version"]: r["applied_at"] for r in rows}
+
+
+async def migration_apply(conn: Conn, schema: str, version: int, name: str, sql: str) -> None:
+    """Run one migration's SQL (``{schema}`` filled in) and record its version."""
+    await conn.execute(sql.replace("{schema}", quote_ident(schema)))
+    await conn.execute(_query(schema, "migration_insert"), version, name)
 
 
 def parse_uuid(job_id: object) -> uuid.UUID | None:
@@ -517,6 +584,17 @@ class Database:
     async def lock_release(self, conn: Conn, key: int) -> bool:
         return bool(await conn.fetchval(self.q["lock_release"], key))
 
+    @staticmethod
+    async def lock_try_xact(conn: Conn, key: int) -> bool:
+        """Take advisory lock ``key`` until the end of ``conn``'s transaction, if free now."""
+        return bool(await conn.fetchval(_raw_queries()["lock_try_xact"], key))
+
+    @staticmethod
+    async def ping(conn: Conn, timeout: float) -> None:
+        """One round trip on ``conn``; raises (asyncio.TimeoutError after ``timeout``
+        seconds) when the session does not answer."""
+        await conn.fetchval(_raw_queries()["connection_ping"], timeout=timeout)
+
     # -- operator --------------------------------------------------------------------------
 
     async def queue_depth(self) -> list[Row]:
@@ -598,6 +676,3 @@ class Database:
     async def periodic_tick_prune(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
         return len(rows)
-
-    async def ping(self, conn: Conn, timeout: float) -> None:
-        await conn.fetchval("SELECT 1", timeout=timeout)

@@ -64,15 +64,12 @@ async def database_url(data_dir: str, database: str = DATABASE) -> str:
     """Start or find the embedded server and make sure ``database`` exists; return its URL."""
     import asyncpg
 
+    from soniq.db import Database
+
     admin_url = await asyncio.to_thread(server_url, data_dir, "postgres")
     conn = await asyncpg.connect(admin_url)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
-        if not exists:
-            try:
-                await conn.execute(f'CREATE DATABASE "{database}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass
+        await Database.database_create(conn, database)
     finally:
         await conn.close()
     return server_url(data_dir, database)

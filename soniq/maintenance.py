@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from soniq.db import advisory_key
+from soniq.db import Database, advisory_key
 from soniq.errors import DB_ERRORS, SoniqError
 
 if TYPE_CHECKING:
@@ -33,11 +33,7 @@ PRUNE_MAX_BATCHES = 20
 
 
 async def _locked(conn: object, schema: str, purpose: str) -> bool:
-    return bool(
-        await conn.fetchval(  # type: ignore[attr-defined]
-            "SELECT pg_try_advisory_xact_lock($1)", advisory_key(schema, purpose)
-        )
-    )
+    return await Database.lock_try_xact(conn, advisory_key(schema, purpose))
 
 
 async def rescue_stale(app: Soniq) -> int:

@@ -1,4 +1,5 @@
-"""Schema versions: numbered ``sql/NNN_name.sql`` files applied once, under an advisory lock."""
+"""Schema versions: numbered ``sql/migrations/NNN_name.sql`` files applied once, under an
+advisory lock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from soniq.db import advisory_key, quote_ident
+from soniq import db
 
 _FILE_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
@@ -30,24 +31,11 @@ class MigrationState:
 def available() -> list[Migration]:
     """Every migration shipped with this soniq, in order."""
     found = []
-    for entry in resources.files("soniq").joinpath("sql").iterdir():
+    for entry in resources.files("soniq").joinpath("sql/migrations").iterdir():
         m = _FILE_RE.match(entry.name)
         if m:
             found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
     return sorted(found, key=lambda mig: mig.version)
-
-
-def _versions_table(schema: str) -> str:
-    return f"{quote_ident(schema)}.soniq_migrations"
-
-
-async def _ensure_versions_table(conn: Any, schema: str) -> None:
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-    await conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {_versions_table(schema)} ("
-        " version integer PRIMARY KEY, name text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
-    )
 
 
 async def apply(conn: Any, schema: str) -> int:
@@ -57,29 +45,21 @@ async def apply(conn: Any, schema: str) -> int:
     and the ones that come second find nothing pending.
     """
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key(schema, "migrate"))
-        await _ensure_versions_table(conn, schema)
-        rows = await conn.fetch(f"SELECT version FROM {_versions_table(schema)}")
-        done = {r["version"] for r in rows}
+        await db.migration_lock(conn, schema)
+        await db.migration_table_ensure(conn, schema)
+        done = await db.migration_list(conn, schema)
         applied = 0
         for mig in available():
             if mig.version in done:
                 continue
-            await conn.execute(mig.sql.replace("{schema}", quote_ident(schema)))
-            await conn.execute(
-                f"INSERT INTO {_versions_table(schema)} (version, name) VALUES ($1, $2)",
-                mig.version,
-                mig.name,
-            )
+            await db.migration_apply(conn, schema, mig.version, mig.name, mig.sql)
             applied += 1
         return applied
 
 
 async def status(conn: Any, schema: str) -> list[MigrationState]:
     """Applied and pending migrations, oldest first."""
-    exists = await conn.fetchval("SELECT to_regclass($1)", _versions_table(schema))
     applied: dict[int, datetime] = {}
-    if exists:
-        rows = await conn.fetch(f"SELECT version, applied_at FROM {_versions_table(schema)}")
-        applied = {r["version"]: r["applied_at"] for r in rows}
+    if await db.migration_table_exists(conn, schema):
+        applied = await db.migration_list(conn, schema)
     return [MigrationState(m.version, m.name, applied.get(m.version)) for m in available()]

@@ -76,6 +76,10 @@ def worker(
     """
     cfg = current_config()
     queue_list = _parse_queues(queues)
+    if metrics_port is not None:
+        # before anything starts: without the metrics extra this raises a SoniqError
+        # that names the fix
+        from soniq.contrib import metrics  # noqa: F401
     apps = load_apps(cfg)
     _configure_process_logging(cfg, apps)
 

@@ -9,7 +9,8 @@ so scrapes never query the database. ::
     metrics.install(app)                  # default registry; or registry=my_registry
     metrics.serve(9108)                   # or expose the registry your app already serves
 
-``soniq worker --metrics-port 9108`` does both for the worker's instances.
+``soniq worker --metrics-port 9108`` does both for the worker's instances. Needs the
+``metrics`` extra (``pip install 'soniq[metrics]'``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from soniq.errors import EXTRA_MISSING, SoniqError
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+except ImportError:
+    raise SoniqError(
+        EXTRA_MISSING,
+        "soniq's Prometheus metrics need prometheus-client, which is not installed. "
+        "Fix: pip install 'soniq[metrics]'.",
+    ) from None
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
