@@ -168,15 +168,8 @@ async def release_connection(conn: Conn) -> None:
 
 
 def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:
-    """The outcome statement's parameters for ``batch`` (see ``_job_report``)."""
-    other = [
-        json.dumps(
-            {"id": str(o.id), "status": o.status, "delay": o.delay, "refund": o.refund,
-             "error": o.error, "reason": o.reason}
-        )
-        for o in batch.other
-    ]
-    return (worker_id, batch.done_ids, batch.done_results, other)
+    """The outcome statement's parameters $1..$9 for ``batch`` (see ``_job_report``)."""
+    return (worker_id, batch.done_ids, batch.done_results, *batch.other_columns())
 
 
 LANE_IDLE_SECONDS = 0.05
@@ -457,7 +450,7 @@ class Database:
     async def job_return_many(
         self, conn: Conn, worker_id: str, ids: Sequence[uuid.UUID]
     ) -> list[Row]:
-        return await conn.fetch(self.q["job_return_many"], ids, worker_id)  # type: ignore[no-any-return]
+        return await conn.fetch(self.q["job_return_many"], worker_id, ids)  # type: ignore[no-any-return]
 
     async def job_return_orphans(
         self, conn: Conn, worker_id: str, running: Sequence[uuid.UUID]

@@ -53,8 +53,8 @@ FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb))
 
 -- name: _job_report
 -- Fragment: record finished jobs of worker $1 through one guard ("still processing by me"):
--- done ids $2 with results $3, and every other outcome as JSON objects $4
--- ({id, status, delay, refund, error, reason}: retry, snooze or dead letter).
+-- done ids $2 with results $3, and every other outcome (retry, snooze or dead letter) as
+-- the columns $4..$9 of soniq.outcomes.OutcomeRow: id, status, delay, refund, error, reason.
 WITH done AS (
     UPDATE {schema}.soniq_jobs AS j
     SET status = 'done', finished_at = now(), result = r.result
@@ -75,11 +75,8 @@ WITH done AS (
                  END,
         dead_reason = r.reason,
         dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
-    FROM unnest($4::jsonb[]) AS x(o),
-         LATERAL (SELECT (x.o->>'id')::uuid AS id, x.o->>'status' AS status,
-                         COALESCE((x.o->>'delay')::float8, 0) AS delay,
-                         COALESCE((x.o->>'refund')::boolean, false) AS refund,
-                         x.o->>'error' AS error, x.o->>'reason' AS reason) AS r
+    FROM unnest($4::uuid[], $5::text[], $6::float8[], $7::boolean[], $8::text[], $9::text[])
+         AS r(id, status, delay, refund, error, reason)
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
     RETURNING j.id
 )
@@ -113,9 +110,9 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 {_job_claim_set}
 
 -- name: job_report_and_claim_queues
--- As job_report_and_claim, for the queues $5 only; each queue walks its own index range.
+-- As job_report_and_claim, for the queues $10 only; each queue walks its own index range.
 {_job_report}, due AS (
-    SELECT c.id FROM unnest($5::text[]) AS q(name)
+    SELECT c.id FROM unnest($10::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
         WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
@@ -128,21 +125,22 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 )
 {_job_claim_set}
 
--- name: job_return_many
--- Shutdown or reconnect: give jobs back to the queue without spending the attempt.
+-- name: _job_return
+-- Fragment: give jobs of worker $1 back to the queue without spending the attempt.
 UPDATE {schema}.soniq_jobs AS j
 SET status = 'queued', attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
     started_at = NULL
-WHERE j.id = ANY($1::uuid[]) AND j.status = 'processing' AND j.worker_id = $2
+WHERE j.status = 'processing' AND j.worker_id = $1
+
+-- name: job_return_many
+-- Shutdown: the jobs $2 this worker holds and did not finish go back to the queue.
+{_job_return} AND j.id = ANY($2::uuid[])
 RETURNING j.id
 
 -- name: job_return_orphans
 -- Jobs the database says this worker holds but the worker is not running (a claim whose
--- answer was lost with the connection): back to the queue, attempt refunded.
-UPDATE {schema}.soniq_jobs AS j
-SET status = 'queued', attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
-    started_at = NULL
-WHERE j.status = 'processing' AND j.worker_id = $1 AND NOT (j.id = ANY($2::uuid[]))
+-- answer was lost with the connection): every job of worker $1 but those in $2.
+{_job_return} AND NOT (j.id = ANY($2::uuid[]))
 RETURNING j.id
 
 -- name: job_rescue_stale

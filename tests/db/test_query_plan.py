@@ -95,8 +95,11 @@ class Claim:
         quoted = "ARRAY[" + ",".join(f"'{q}'" for q in queues or []) + "]::text[]"
         if hasattr(db, "claim_query"):
             self.sql = db.claim_query(limit, queues)
-            self.types = "text, uuid[], jsonb[], jsonb[]"
-            self.args = "'w1', '{}'::uuid[], '{}'::jsonb[], '{}'::jsonb[]"
+            # worker, done ids and results, then the outcome rows' columns (OutcomeRow)
+            self.types = (
+                "text, uuid[], jsonb[], uuid[], text[], float8[], boolean[], text[], text[]"
+            )
+            self.args = "'w1', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'"
             if queues:
                 self.types += ", text[]"
                 self.args += f", {quoted}"
