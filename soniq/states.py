@@ -19,7 +19,16 @@ import enum
 from dataclasses import dataclass
 
 
-class JobStatus(str, enum.Enum):
+class _TextEnum(str, enum.Enum):
+    """A string enum that prints as its value: ``str(JobStatus.DONE) == "done"``."""
+
+    _value_: str
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class JobStatus(_TextEnum):
     """A job's state, as stored in ``soniq_jobs.status``."""
 
     QUEUED = "queued"
@@ -27,9 +36,6 @@ class JobStatus(str, enum.Enum):
     DONE = "done"
     CANCELLED = "cancelled"
     DEAD_LETTER = "dead_letter"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -46,15 +52,12 @@ def can_move(src: JobStatus, dst: JobStatus) -> bool:
     return dst in TRANSITIONS[src]
 
 
-class DeadReason(str, enum.Enum):
+class DeadReason(_TextEnum):
     """Why a job was dead-lettered."""
 
     MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
     TIMEOUT = "timeout"
     JOB_NOT_FOUND = "job_not_found"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Kind(str, enum.Enum):

@@ -48,38 +48,32 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
     return callback
 
 
+def _config_option(flag: str, help: str, **attrs: Any) -> Callable[[F], F]:
+    """``flag`` as an option that is not passed to the command but stored in the
+    :class:`Config` field of the same name (``--database-url`` -> ``database_url``)."""
+    name = flag.lstrip("-").replace("-", "_")
+    return click.option(flag, expose_value=False, callback=_store(name), help=help, **attrs)
+
+
 def common(fn: F) -> F:
     """``--database-url``, ``--schema``, ``--jobs-modules`` and ``--debug``."""
     options = [
-        click.option(
+        _config_option(
             "--database-url",
+            "PostgreSQL URL [env SONIQ_DATABASE_URL; default: the embedded server].",
             metavar="URL",
-            expose_value=False,
-            callback=_store("database_url"),
-            help="PostgreSQL URL [env SONIQ_DATABASE_URL; default: the embedded server].",
         ),
-        click.option(
+        _config_option(
             "--schema",
+            "Schema holding soniq's tables [env SONIQ_SCHEMA; default: public].",
             metavar="NAME",
-            expose_value=False,
-            callback=_store("schema"),
-            help="Schema holding soniq's tables [env SONIQ_SCHEMA; default: public].",
         ),
-        click.option(
+        _config_option(
             "--jobs-modules",
+            "Comma-separated modules defining your Soniq app [env SONIQ_JOBS_MODULES].",
             metavar="MODULES",
-            expose_value=False,
-            callback=_store("jobs_modules"),
-            help="Comma-separated modules defining your Soniq app [env SONIQ_JOBS_MODULES].",
         ),
-        click.option(
-            "--debug",
-            is_flag=True,
-            default=None,
-            expose_value=False,
-            callback=_store("debug"),
-            help="Show tracebacks and debug logs.",
-        ),
+        _config_option("--debug", "Show tracebacks and debug logs.", is_flag=True, default=None),
     ]
     for option in reversed(options):
         fn = option(fn)

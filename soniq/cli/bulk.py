@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import signal
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from soniq.app import Soniq
+from soniq.cli.apps import with_app
 from soniq.cli.base import fail
 from soniq.cli.render import console, emit_json
 
@@ -22,6 +25,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 BATCH = 100  # bulk dead-letter work: entries per batch between progress updates
 PAST = {"replay": "replayed", "delete": "deleted"}
 GERUND = {"replay": "replaying", "delete": "deleting"}
+RERUN = {  # after an interruption
+    "replay": "run the same command again to replay the rest (replayed entries are skipped)",
+    "delete": "run the same command again to delete the rest",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """What a bulk command acts on, as given by :func:`bulk_options`."""
+
+    ids: tuple[str, ...]
+    select_all: bool
+    job_name: str | None
+    limit: int | None
+    yes: bool
 
 
 def _selection(ids: tuple[str, ...], select_all: bool, job_name: str | None, verb: str) -> bool:
@@ -91,15 +109,30 @@ class _Interrupt:
                 loop.remove_signal_handler(sig)
 
 
+def act_in_bulk(
+    verb: str,
+    selection: Selection,
+    as_json: bool,
+    *,
+    act: Callable[[Soniq, Any], Awaitable[Any]],
+    skip: Callable[[Any], str | None] = lambda entry: None,
+) -> None:
+    """The body of a bulk command: :func:`run_bulk`, then :func:`report` what was done."""
+
+    async def go(app: Soniq) -> None:
+        done, skipped, selected, interrupted = await run_bulk(
+            app, verb, selection, skip=skip, act=lambda entry: act(app, entry)
+        )
+        report(verb, done, skipped, selected, interrupted, as_json)
+
+    with_app(go)
+
+
 async def run_bulk(
     app: Soniq,
-    *,
     verb: str,
-    ids: tuple[str, ...],
-    select_all: bool,
-    job_name: str | None,
-    limit: int | None,
-    yes: bool,
+    selection: Selection,
+    *,
     skip: Callable[[Any], str | None],
     act: Callable[[Any], Awaitable[Any]],
 ) -> tuple[list[tuple[Any, Any]], list[tuple[Any, str]], int, bool]:
@@ -107,12 +140,13 @@ async def run_bulk(
 
     Returns (done as (entry, result), skipped as (entry, why), selected, interrupted).
     """
-    bulk = _selection(ids, select_all, job_name, verb)
+    job_name = selection.job_name
+    bulk = _selection(selection.ids, selection.select_all, job_name, verb)
     if bulk:
-        todo, skipped = await _collect(app, job_name, limit, skip)
+        todo, skipped = await _collect(app, job_name, selection.limit, skip)
     else:
         todo, skipped = [], []
-        for job_id in dict.fromkeys(ids):
+        for job_id in dict.fromkeys(selection.ids):
             entry = await app.dead_letter.get_dead_letter_job(job_id)
             if entry is None:
                 fail(f"no dead-letter entry with id {job_id}; nothing was {PAST[verb]}")
@@ -121,7 +155,7 @@ async def run_bulk(
                 todo.append(entry)
             else:
                 skipped.append((entry, why))
-    if bulk and todo and not yes:
+    if bulk and todo and not selection.yes:
         what = f" of task {job_name}" if job_name else ""
         noun = "entry" if len(todo) == 1 else "entries"
         question = f"{verb.capitalize()} {len(todo)} dead-letter {noun}{what}"
@@ -175,6 +209,14 @@ async def run_bulk(
 
 
 def bulk_options(fn: F) -> F:
+    """IDS, --all, --job-name, --limit and --yes, passed to ``fn`` as one ``selection``."""
+    names = [f.name for f in dataclasses.fields(Selection)]
+
+    @functools.wraps(fn)
+    def command(**params: Any) -> Any:
+        selection = Selection(**{name: params.pop(name) for name in names})
+        return fn(selection=selection, **params)
+
     for option in reversed(
         [
             click.argument("ids", nargs=-1, metavar="[IDS...]"),
@@ -184,8 +226,8 @@ def bulk_options(fn: F) -> F:
             click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
         ]
     ):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return cast(F, command)
 
 
 def report(
@@ -195,7 +237,6 @@ def report(
     selected: int,
     interrupted: bool,
     as_json: bool,
-    rerun_hint: str,
 ) -> None:
     if as_json:
         emit_json(
@@ -213,4 +254,4 @@ def report(
             line += f"; skipped {len(skipped)} ({skipped[0][1]})"
         click.echo(line + ".")
     if interrupted:
-        fail(f"interrupted after {len(done)}; {rerun_hint}")
+        fail(f"interrupted after {len(done)}; {RERUN[verb]}")

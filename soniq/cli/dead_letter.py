@@ -10,7 +10,7 @@ import click
 from soniq.app import Soniq
 from soniq.cli.apps import with_app
 from soniq.cli.base import SoniqGroup, cli, common, fail, json_option
-from soniq.cli.bulk import bulk_options, report, run_bulk
+from soniq.cli.bulk import Selection, act_in_bulk, bulk_options
 from soniq.cli.render import ago, console, details, emit_json, short, stamp, table
 
 
@@ -108,85 +108,36 @@ def dead_letter_show(as_json: bool, ids: tuple[str, ...]) -> None:
 @json_option
 @bulk_options
 @click.option("--again", is_flag=True, help="Also replay entries that were replayed before.")
-def dead_letter_replay(
-    as_json: bool,
-    ids: tuple[str, ...],
-    select_all: bool,
-    job_name: str | None,
-    limit: int | None,
-    yes: bool,
-    again: bool,
-) -> None:
+def dead_letter_replay(as_json: bool, selection: Selection, again: bool) -> None:
     """Enqueue each entry's task again as a new job; the entry stays, marked replayed.
 
     Entries replayed before are skipped (unless --again), so an interrupted bulk replay can
     simply be run again: nothing is replayed twice.
     """
 
-    async def go(app: Soniq) -> None:
-        def skip(entry: Any) -> str | None:
-            if entry.resurrection_count and not again:
-                return "replayed before; --again replays them anyway"
-            return None
+    def skip(entry: Any) -> str | None:
+        if entry.resurrection_count and not again:
+            return "replayed before; --again replays them anyway"
+        return None
 
-        done, skipped, selected, interrupted = await run_bulk(
-            app,
-            verb="replay",
-            ids=ids,
-            select_all=select_all,
-            job_name=job_name,
-            limit=limit,
-            yes=yes,
-            skip=skip,
-            act=lambda e: app.dead_letter.replay(e.id),
-        )
-        report(
-            "replay",
-            done,
-            skipped,
-            selected,
-            interrupted,
-            as_json,
-            "run the same command again to replay the rest (replayed entries are skipped)",
-        )
-
-    with_app(go)
+    act_in_bulk(
+        "replay",
+        selection,
+        as_json,
+        act=lambda app, entry: app.dead_letter.replay(entry.id),
+        skip=skip,
+    )
 
 
 @dead_letter.command("delete")
 @common
 @json_option
 @bulk_options
-def dead_letter_delete(
-    as_json: bool,
-    ids: tuple[str, ...],
-    select_all: bool,
-    job_name: str | None,
-    limit: int | None,
-    yes: bool,
-) -> None:
+def dead_letter_delete(as_json: bool, selection: Selection) -> None:
     """Delete dead-letter entries for good."""
-
-    async def go(app: Soniq) -> None:
-        done, skipped, selected, interrupted = await run_bulk(
-            app,
-            verb="delete",
-            ids=ids,
-            select_all=select_all,
-            job_name=job_name,
-            limit=limit,
-            yes=yes,
-            skip=lambda e: None,
-            act=lambda e: app.dead_letter.delete_dead_letter_job(e.id),
-        )
-        report(
-            "delete",
-            done,
-            skipped,
-            selected,
-            interrupted,
-            as_json,
-            "run the same command again to delete the rest",
-        )
-
-    with_app(go)
+    act_in_bulk(
+        "delete",
+        selection,
+        as_json,
+        act=lambda app, entry: app.dead_letter.delete_dead_letter_job(entry.id),
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import click
 
 from soniq.app import Soniq
@@ -74,42 +77,47 @@ def jobs_list(
     with_app(go)
 
 
-@jobs.command("cancel")
-@common
-@click.argument("job_id", metavar="ID")
-def jobs_cancel(job_id: str) -> None:
+def _job_command(
+    name: str,
+) -> Callable[[Callable[[Soniq, str, dict[str, Any]], Awaitable[None]]], click.Command]:
+    """``soniq jobs NAME ID``: the decorated coroutine (its docstring is the help) gets the app,
+    the ID as given and that job, which exists."""
+
+    def decorate(body: Callable[[Soniq, str, dict[str, Any]], Awaitable[None]]) -> click.Command:
+        def command(job_id: str) -> None:
+            async def go(app: Soniq) -> None:
+                await body(app, job_id, await require_job(app, job_id))
+
+            with_app(go)
+
+        command.__doc__ = body.__doc__
+        return jobs.command(name)(common(click.argument("job_id", metavar="ID")(command)))
+
+    return decorate
+
+
+@_job_command("cancel")
+async def jobs_cancel(app: Soniq, job_id: str, job: dict[str, Any]) -> None:
     """Cancel a queued job (it will never run)."""
-
-    async def go(app: Soniq) -> None:
-        job = await require_job(app, job_id)
-        if await app.cancel_job(job_id):
-            click.echo(f"Cancelled job {job['id']} ({job['job_name']}).")
-            return
-        now = await app.get_job(job_id)
-        state = now["status"].value if now else "gone"
-        fail(f"job {job_id} is {state}; only queued jobs can be cancelled")
-
-    with_app(go)
+    if await app.cancel_job(job_id):
+        click.echo(f"Cancelled job {job['id']} ({job['job_name']}).")
+        return
+    now = await app.get_job(job_id)
+    state = now["status"].value if now else "gone"
+    fail(f"job {job_id} is {state}; only queued jobs can be cancelled")
 
 
-@jobs.command("retry")
-@common
-@click.argument("job_id", metavar="ID")
-def jobs_retry(job_id: str) -> None:
+@_job_command("retry")
+async def jobs_retry(app: Soniq, job_id: str, job: dict[str, Any]) -> None:
     """Put a dead-lettered job back in the queue under its own id, with one more attempt."""
-
-    async def go(app: Soniq) -> None:
-        job = await require_job(app, job_id)
-        if await app.retry_job(job_id):
-            now = await app.get_job(job_id) or job
-            click.echo(
-                f"Job {job['id']} ({job['job_name']}) is queued again: attempt "
-                f"{now['attempts'] + 1} of {now['max_attempts']}."
-            )
-            return
-        fail(
-            f"job {job_id} is {job['status'].value}; only dead-lettered jobs can be retried "
-            "(a failed job waiting for its next attempt is already queued)"
+    if await app.retry_job(job_id):
+        now = await app.get_job(job_id) or job
+        click.echo(
+            f"Job {job['id']} ({job['job_name']}) is queued again: attempt "
+            f"{now['attempts'] + 1} of {now['max_attempts']}."
         )
-
-    with_app(go)
+        return
+    fail(
+        f"job {job_id} is {job['status'].value}; only dead-lettered jobs can be retried "
+        "(a failed job waiting for its next attempt is already queued)"
+    )
