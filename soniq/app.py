@@ -7,7 +7,6 @@ this one wires them together, so services and users see one object.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -27,8 +26,6 @@ from soniq.scheduler import list_schedules
 from soniq.schedules import Schedule
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
-
-log = logging.getLogger("soniq")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

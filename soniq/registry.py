@@ -6,14 +6,11 @@ object instead of reaching into ``Soniq``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from soniq.errors import TASK_INVALID, SoniqError
-from soniq.jobs import Task
+from soniq.jobs import Hook, Task
 from soniq.schedules import Schedule
-
-Hook = Callable[..., Awaitable[Any]]
 
 
 class Registry:
