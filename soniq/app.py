@@ -37,7 +37,7 @@ class Soniq:
     """
 
     def __init__(self, database_url: str | None = None, **settings: Any) -> None:
-        self.settings: Settings = load_settings(database_url=database_url, **settings)
+        self._settings = load_settings(database_url=database_url, **settings)
         self.registry = Registry()
         # the registry's own objects, under the names the worker and users know
         self.tasks = self.registry.tasks
@@ -47,7 +47,7 @@ class Soniq:
         self.on_error_hooks = self.registry.on_error_hooks
         self.middlewares = self.registry.middlewares
         self.observers = self.registry.observers
-        self._connector = Connector(self.settings)
+        self._connector = Connector(self._settings)
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self._connector)
 
@@ -61,8 +61,17 @@ class Soniq:
         await self.close()
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        """Replace the settings (the CLI applies its overrides so) before the first connect."""
+        self._settings = self._connector.settings = value
+
+    @property
     def schema(self) -> str:
-        return self.settings.schema_name
+        return self._settings.schema_name
 
     @property
     def embedded(self) -> bool:
@@ -225,7 +234,7 @@ class Soniq:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction."""
         job = new_job(
             self.registry,
-            self.settings,
+            self._settings,
             target,
             args,
             kwargs,
@@ -272,7 +281,7 @@ class Soniq:
     ) -> list[str]:
         """Enqueue many jobs of one task in one statement; ids in input order; all or nothing."""
         jobs = new_jobs(
-            self.registry, self.settings, target, args_list, queue, priority, scheduled_at
+            self.registry, self._settings, target, args_list, queue, priority, scheduled_at
         )
         if jobs is None:
             return []
