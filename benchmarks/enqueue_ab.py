@@ -30,7 +30,7 @@ from benchmarks.common import drop_schema, fresh_schema
 from benchmarks.jobs import register
 from benchmarks.run import database_url
 from soniq import Soniq
-from soniq.app import _IDS
+from soniq.ids import _IDS
 
 SCHEMA = "bench_enqueue_ab"
 ARGS = '{"n": 1}'

@@ -21,33 +21,27 @@ from benchmarks import ceiling, enqueue
 from benchmarks.common import timed_rate
 from benchmarks.run import database_url
 from soniq.db import Database
+from soniq.enqueue import NewJob
 
 
 def _every_insert_notifies(db: Database, through_pool: bool) -> None:
     """Replace the coalesced insert with one that always carries its NOTIFY."""
 
-    async def insert_due(
-        job_id: str,
-        job_name: str,
-        queue: str,
-        priority: int,
-        args_json: str,
-        max_attempts: int,
-    ) -> None:
+    async def insert_due(job: NewJob) -> None:
         runner: Any = db.pool if through_pool else db.lanes
         await runner.fetchval(
             db.q["job_insert_plain"],
-            job_id,
-            job_name,
-            queue,
-            priority,
-            args_json,
-            max_attempts,
+            job.id,
+            job.job_name,
+            job.queue,
+            job.priority,
+            job.args,
+            job.max_attempts,
             None,
             db.channel,
         )
 
-    db.insert_due = insert_due  # type: ignore[method-assign]
+    db.lanes.insert_due = insert_due  # type: ignore[method-assign]
 
 
 class Variant(enqueue.EnqueueConcurrent):

@@ -1,126 +1,34 @@
-"""The ``Soniq`` app object: settings, pool, registry, enqueue and management calls."""
+"""The ``Soniq`` app object: the public surface over its settings, registry and pool.
+
+The rules live in their own modules (``enqueue``, ``registry``, ``connection``, ``db``);
+this one wires them together, so services and users see one object.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import json
-import logging
-import os
-import random
-import threading
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import BaseModel
 
 from soniq import migrate
-from soniq.db import Conn, Database, init_connection, parse_uuid, release_connection
+from soniq.connection import Backend, Connector
+from soniq.db import Conn, Database, advisory_key, parse_uuid
 from soniq.deadletter import DeadLetter
-from soniq.errors import (
-    DATABASE_UNAVAILABLE,
-    ENQUEUE_INVALID,
-    TASK_ARGS_INVALID,
-    TASK_INVALID,
-    UNKNOWN_TASK_NAME,
-    SoniqError,
-    schema_missing,
-)
-from soniq.jobs import Task, TaskRef, attach, check_model_args, check_queue, dump_json
+from soniq.enqueue import NewJob, new_job, new_jobs
+from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
+from soniq.jobs import Task, attach
 from soniq.notifier import Notifier
+from soniq.registry import Registry
+from soniq.scheduler import list_schedules
+from soniq.schedules import Schedule
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
 
-if TYPE_CHECKING:
-    from soniq.schedules import Schedule
-
-log = logging.getLogger("soniq")
-
 F = TypeVar("F", bound=Callable[..., Any])
-_INT32 = 2**31 - 1
-_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # dump_json's, built once
-
-
-# A ULID's randomness makes ids unique; it is not a secret. A private generator seeded from
-# os.urandom (and again in every forked child) costs no system call per id, and user code
-# that seeds the global `random` cannot make two processes repeat each other's ids.
-_RANDOM = random.Random()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_RANDOM.seed)
-
-
-class _Ids:
-    """Monotonic ULIDs (python-ulid's layout: 48 bits of milliseconds, 80 random bits) as
-    canonical UUID text, without building a ULID and a UUID object for every job."""
-
-    def __init__(self) -> None:
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def take(self, n: int = 1) -> int:
-        """The first of ``n`` consecutive ids, each above every id taken before."""
-        value = (time.time_ns() // 1_000_000) << 80 | _RANDOM.getrandbits(80)
-        with self._lock:
-            if value <= self._last:  # same millisecond: count up, as python-ulid does
-                value = self._last + 1
-            self._last = value + n - 1
-        return value
-
-    @staticmethod
-    def text(value: int) -> str:
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_IDS = _Ids()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-class Backend:
-    """``app.backend``: the instance's connection pool."""
-
-    def __init__(self, app: Soniq) -> None:
-        self._app = app
-
-    @asynccontextmanager
-    async def acquire(self) -> Any:
-        db = await self._app.database()
-        async with db.pool.acquire() as conn:
-            try:
-                yield conn
-            finally:
-                # user code may leave session state (SET, LISTEN, advisory locks); the pool's
-                # own release skips this reset to save a round trip on soniq's queries.
-                # A connection the server closed is already back in the pool (and dropped);
-                # a failing reset must not hide the error the caller's code raised.
-                try:
-                    if not conn.is_closed():
-                        await conn.reset()
-                except (
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                    OSError,
-                    asyncpg.PostgresError,
-                ):
-                    with contextlib.suppress(asyncpg.InterfaceError):
-                        conn.terminate()
 
 
 class Soniq:
@@ -130,22 +38,20 @@ class Soniq:
     """
 
     def __init__(self, database_url: str | None = None, **settings: Any) -> None:
-        self.settings: Settings = load_settings(database_url=database_url, **settings)
-        self.tasks: dict[str, Task[Any, Any]] = {}
-        self.schedules: dict[str, Schedule] = {}
-        self.before_job_hooks: list[Callable[..., Awaitable[Any]]] = []
-        self.after_job_hooks: list[Callable[..., Awaitable[Any]]] = []
-        self.on_error_hooks: list[Callable[..., Awaitable[Any]]] = []
-        self.middlewares: list[Callable[..., Awaitable[Any]]] = []
-        # Objects told about enqueues and job outcomes (e.g. soniq.contrib.metrics).
-        self.observers: list[Any] = []
+        self._settings = load_settings(database_url=database_url, **settings)
+        self.registry = Registry()
+        # the registry's own objects, under the names the worker and users know
+        self.tasks = self.registry.tasks
+        self.schedules = self.registry.schedules
+        self.before_job_hooks = self.registry.before_job_hooks
+        self.after_job_hooks = self.registry.after_job_hooks
+        self.on_error_hooks = self.registry.on_error_hooks
+        self.middlewares = self.registry.middlewares
+        self.observers = self.registry.observers
+        self._connector = Connector(self._settings)
         self.dead_letter = DeadLetter(self)
-        self.backend = Backend(self)
+        self.backend = Backend(self._connector)
         self.notifier = Notifier(self)
-        self.embedded = False
-        self._url: str | None = None
-        self._db: Database | None = None
-        self._init_lock: asyncio.Lock | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -157,78 +63,53 @@ class Soniq:
         await self.close()
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        """Replace the settings (the CLI applies its overrides so) before the first connect."""
+        self._settings = self._connector.settings = value
+
+    @property
     def schema(self) -> str:
-        return self.settings.schema_name
+        return self._settings.schema_name
+
+    @property
+    def embedded(self) -> bool:
+        """True once the URL in use is the embedded server's."""
+        return self._connector.embedded
+
+    @property
+    def _db(self) -> Database | None:
+        """The open pool's ``Database``, or None (for tests and benchmarks that peek)."""
+        return self._connector.db
 
     async def database_url(self) -> str:
         """The URL in use: the configured one, or the embedded server's (started if needed)."""
-        if self._url is None:
-            if self.settings.database_url:
-                self._url = self.settings.database_url
-            else:
-                from soniq import embedded
-
-                self._url = await embedded.database_url(self.settings.data_dir)
-                self.embedded = True
-        return self._url
+        return await self._connector.database_url()
 
     async def connect(self, **server_settings: str) -> Any:
         """A direct (unpooled) connection, for sessions: LISTEN and advisory locks."""
-        url = await self.database_url()
-        try:
-            return await asyncpg.connect(
-                url, server_settings={**self._server_settings(), **server_settings}
-            )
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-            raise self._unavailable(url, exc) from exc
-
-    def _server_settings(self) -> dict[str, str]:
-        """Session settings: an application_name operators can find in pg_stat_activity."""
-        return {"application_name": f"soniq:{self.schema}"[:63]}
-
-    def _unavailable(self, url: str, exc: BaseException) -> SoniqError:
-        return SoniqError(
-            DATABASE_UNAVAILABLE,
-            f"cannot reach PostgreSQL at {redact_url(url)}: {exc}. Fix: start the server or "
-            "point SONIQ_DATABASE_URL (or --database-url) at a reachable database; "
-            "`soniq setup` creates the database if it is missing.",
-        )
+        return await self._connector.connect(**server_settings)
 
     async def ensure_initialized(self) -> None:
         """Open the pool (and, on the embedded default, apply migrations)."""
-        await self.database()
+        await self._connector.database()
 
     async def database(self) -> Database:
-        if self._db is not None:
-            return self._db
-        if self._init_lock is None:
-            self._init_lock = asyncio.Lock()
-        async with self._init_lock:
-            if self._db is None:
-                url = await self.database_url()
-                try:
-                    pool = await asyncpg.create_pool(
-                        url,
-                        min_size=self.settings.pool_min_size,
-                        max_size=self.settings.pool_max_size,
-                        init=init_connection,
-                        reset=release_connection,
-                        server_settings=self._server_settings(),
-                    )
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                    raise self._unavailable(url, exc) from exc
-                self._db = Database(pool, self.schema)
-                if self.embedded:
-                    async with pool.acquire() as conn:
-                        await migrate.apply(conn, self.schema)
-        return self._db
+        """The named queries over this instance's pool (opened on first use)."""
+        return await self._connector.database()
 
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
         await self.notifier.close()
-        db, self._db = self._db, None
-        if db is not None:
-            await db.pool.close()
+        await self._connector.close()
+
+    async def create_database(self) -> bool:
+        """Create the database the URL names if it does not exist (through the server's
+        ``postgres`` database); True when created. The embedded default makes its own."""
+        return await self._connector.create_database()
 
     async def setup(self) -> int:
         """Create the schema and apply pending migrations; returns how many were applied."""
@@ -282,21 +163,7 @@ class Soniq:
                 unique=unique,
                 validate=validate,
             )
-            existing = self.tasks.get(task.name)
-            if (
-                existing is not None
-                and existing.fn is not fn
-                and (
-                    getattr(existing.fn, "__qualname__", None) != getattr(fn, "__qualname__", None)
-                    or getattr(existing.fn, "__module__", None) != getattr(fn, "__module__", None)
-                )
-            ):
-                raise SoniqError(
-                    TASK_INVALID,
-                    f"task name {task.name!r} is already registered to another function; "
-                    "give one of them a different name=",
-                )
-            self.tasks[task.name] = task
+            self.registry.add_task(task)
             return attach(fn, task, self)  # type: ignore[return-value]
 
         if callable(name):
@@ -316,7 +183,6 @@ class Soniq:
         **job_options: Any,
     ) -> Callable[[F], F]:
         """Register a handler as ``@app.job(**job_options)`` does, plus a schedule."""
-        from soniq.schedules import Schedule
 
         def register(fn: F) -> F:
             handler = self.job(**job_options)(fn)
@@ -329,7 +195,7 @@ class Soniq:
                 timezone=timezone,
                 args=args or {},
             )
-            self.schedules[schedule.name] = schedule
+            self.registry.add_schedule(schedule)
             return handler
 
         return register
@@ -356,125 +222,6 @@ class Soniq:
 
     # -- enqueue -----------------------------------------------------------------------------
 
-    def _resolve(
-        self, target: Any, args: dict[str, Any] | None, kwargs: dict[str, Any]
-    ) -> tuple[str, Task[Any, Any] | None, dict[str, Any], str | None]:
-        """(task name, registered task or None, arguments, default queue)."""
-        if args is not None and not isinstance(args, dict):
-            raise SoniqError(
-                TASK_ARGS_INVALID,
-                f"args= must be a dict of keyword arguments, not {type(args).__name__}",
-            )
-        merged = dict(args) if args else {}
-        if kwargs:
-            clash = merged.keys() & kwargs.keys()
-            if clash:
-                raise SoniqError(
-                    TASK_ARGS_INVALID,
-                    f"argument(s) {sorted(clash)} given both in args= and as keywords",
-                )
-            merged.update(kwargs)
-        task: Task[Any, Any] | None
-        if isinstance(target, TaskRef):
-            task = self.tasks.get(target.name)
-            if target.args_model is not None:
-                merged = check_model_args(target.args_model, merged, target.name)
-            return target.name, task, merged, target.default_queue
-        if isinstance(target, str):
-            task = self.tasks.get(target)
-            if task is None:
-                mode = self.settings.enqueue_validation
-                if mode == "strict":
-                    raise SoniqError(
-                        UNKNOWN_TASK_NAME,
-                        f"no task named {target!r} is registered on this Soniq instance. "
-                        "Fix: import the module that defines it, enqueue task_ref("
-                        f"{target!r}) to enqueue by name without the handler, or set "
-                        "enqueue_validation='warn' or 'none'.",
-                    )
-                if mode == "warn":
-                    log.warning("enqueueing unregistered task name %r", target)
-            return target, task, merged, None
-        task = getattr(target, "__soniq_task__", None)
-        if task is None:
-            raise SoniqError(
-                ENQUEUE_INVALID,
-                f"cannot enqueue {target!r}: pass a function decorated with @app.job(...), "
-                "a task name, or a task_ref(...)",
-            )
-        registered = self.tasks.get(task.name)
-        if registered is None:
-            # decorated on another instance: register here too, so a worker of this app runs it
-            self.tasks[task.name] = task
-        return task.name, task, merged, None
-
-    def _check_handler_args(self, task: Task[Any, Any], args: dict[str, Any]) -> dict[str, Any]:
-        if task.validate is not None:
-            return task.check_args(args)
-        if not task.accepts_kwargs:
-            unknown = args.keys() - task.param_names
-            if unknown:
-                raise SoniqError(
-                    TASK_ARGS_INVALID,
-                    f"{task.name} takes no argument(s) {sorted(unknown)}; "
-                    f"its parameters are {sorted(task.param_names - set(task.context_params))}",
-                )
-        return args
-
-    def _scheduled_at(self, value: Any) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, datetime):
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise SoniqError(
-                    ENQUEUE_INVALID,
-                    "scheduled_at is a naive datetime; pass an aware one, e.g. "
-                    "datetime.now(timezone.utc) + timedelta(minutes=5)",
-                )
-            return value
-        if isinstance(value, timedelta):
-            seconds = value.total_seconds()
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        else:
-            raise SoniqError(
-                ENQUEUE_INVALID,
-                f"scheduled_at must be an aware datetime, a timedelta or seconds, "
-                f"not {type(value).__name__}",
-            )
-        if not seconds >= 0 or seconds == float("inf"):
-            raise SoniqError(
-                ENQUEUE_INVALID, f"scheduled_at delay must be a finite number >= 0, got {value!r}"
-            )
-        if seconds == 0:
-            return None
-        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
-
-    def _options(
-        self, task: Task[Any, Any] | None, queue: Any, priority: Any, default_queue: str | None
-    ) -> tuple[str, int, int]:
-        if queue is None:
-            queue = task.queue if task is not None else (default_queue or "default")
-        else:
-            check_queue(queue, ENQUEUE_INVALID)
-        if priority is None:
-            priority = (
-                task.priority
-                if task is not None and task.priority is not None
-                else self.settings.priority
-            )
-        elif (
-            isinstance(priority, bool)
-            or not isinstance(priority, int)
-            or not (-_INT32 <= priority <= _INT32)
-        ):
-            raise SoniqError(
-                ENQUEUE_INVALID, f"priority must be an integer (lower runs first), got {priority!r}"
-            )
-        retries = task.retries if task is not None and task.retries is not None else None
-        max_attempts = (retries if retries is not None else self.settings.max_retries) + 1
-        return queue, priority, max_attempts
-
     async def enqueue(
         self,
         target: Any,
@@ -488,69 +235,42 @@ class Soniq:
         **kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction."""
-        name, task, job_args, default_queue = self._resolve(target, args, kwargs)
-        if task is not None:
-            job_args = self._check_handler_args(task, job_args)
-        try:
-            args_json = _JSON.encode(job_args)
-        except (TypeError, ValueError):
-            args_json = dump_json(job_args, f"arguments of {name}")  # raises the SoniqError
-        q, prio, max_attempts = self._options(task, queue, priority, default_queue)
-        when = self._scheduled_at(scheduled_at)
-        if dedup_key is not None:
-            if not isinstance(dedup_key, str) or not dedup_key:
-                raise SoniqError(ENQUEUE_INVALID, "dedup_key must be a non-empty string")
-        elif task is not None and task.unique:
-            canonical = json.dumps(job_args, sort_keys=True, separators=(",", ":"))
-            dedup_key = f"{name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
-        return await self._insert(
-            name, q, prio, args_json, max_attempts, when, dedup_key, connection
+        job = new_job(
+            self.registry,
+            self._settings,
+            target,
+            args,
+            kwargs,
+            queue,
+            priority,
+            scheduled_at,
+            dedup_key,
         )
-
-    async def _insert(
-        self,
-        name: str,
-        queue: str,
-        priority: int,
-        args_json: str,
-        max_attempts: int,
-        scheduled_at: datetime | None,
-        dedup_key: str | None,
-        connection: Conn | None,
-    ) -> str:
-        db = self._db if self._db is not None else await self.database()
-        job_id = _IDS.text(_IDS.take())
+        # enqueue_job's body, inlined: this is the hot path
+        db = self._connector.db
+        if db is None:
+            db = await self._connector.database()
         try:
-            if dedup_key is None and connection is None and scheduled_at is None:
-                # the common case, with the fewest layers: a due job on soniq's connections
-                await db.insert_due(job_id, name, queue, priority, args_json, max_attempts)
-                for observer in self.observers:
-                    observer.job_enqueued(queue, name, 1)
-                return job_id
-            for _ in range(10):
-                got = await db.job_insert(
-                    connection,
-                    job_id,
-                    name,
-                    queue,
-                    priority,
-                    args_json,
-                    max_attempts,
-                    scheduled_at,
-                    dedup_key,
-                )
-                if got is not None:
-                    for observer in self.observers:
-                        observer.job_enqueued(queue, name, 1)
-                    return str(got)
-                assert dedup_key is not None
-                existing = await db.job_get_active_by_dedup_key(connection, dedup_key)
-                if existing is not None:
-                    return str(existing)
-                # the holder ended between our insert and our look-up: try again
+            job_id = await db.job_insert(connection, job)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
-        raise SoniqError(ENQUEUE_INVALID, f"dedup_key {dedup_key!r} kept changing hands; retry")
+        if job_id == job.id:  # else an active job held its dedup key: nothing was inserted
+            for observer in self.observers:
+                observer.job_enqueued(job.queue, job.job_name, 1)
+        return job_id
+
+    async def enqueue_job(self, job: NewJob, *, connection: Conn | None = None) -> str:
+        """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
+        id, or that of the active job holding its dedup key."""
+        db = await self.database()
+        try:
+            job_id = await db.job_insert(connection, job)
+        except asyncpg.UndefinedTableError:
+            raise schema_missing(self.schema) from None
+        if job_id == job.id:
+            for observer in self.observers:
+                observer.job_enqueued(job.queue, job.job_name, 1)
+        return job_id
 
     async def enqueue_many(
         self,
@@ -563,59 +283,21 @@ class Soniq:
         connection: Conn | None = None,
     ) -> list[str]:
         """Enqueue many jobs of one task in one statement; ids in input order; all or nothing."""
-        if isinstance(args_list, (str, bytes, dict)):
-            raise SoniqError(TASK_ARGS_INVALID, "args_list must be a list of dicts")
-        ref_model = target.args_model if isinstance(target, TaskRef) else None
-        if ref_model is not None:  # each item is checked below, not an empty dict here
-            name, default_queue = target.name, target.default_queue
-            task = self.tasks.get(name)
-        else:
-            name, task, _, default_queue = self._resolve(target, None, {})
-        # the same checks as enqueue's, per item, with what can be hoisted out of the loop
-        names = (
-            task.param_names
-            if task is not None and task.validate is None and not task.accepts_kwargs
-            else None
+        jobs = new_jobs(
+            self.registry, self._settings, target, args_list, queue, priority, scheduled_at
         )
-        items: list[dict[str, Any]] = []
-        for i, item in enumerate(args_list):
-            if not isinstance(item, dict):
-                raise SoniqError(
-                    TASK_ARGS_INVALID, f"args_list[{i}] must be a dict, not {type(item).__name__}"
-                )
-            if ref_model is not None:
-                item = check_model_args(ref_model, item, name)
-            elif names is not None:
-                if not names.issuperset(item):
-                    self._check_handler_args(task, item)  # type: ignore[arg-type]  # raises
-            elif task is not None:
-                item = self._check_handler_args(task, item)
-            items.append(item)
-        if not items:
+        if jobs is None:
             return []
+        db = self._connector.db
+        if db is None:
+            db = await self._connector.database()
         try:
-            args_array_json = _JSON.encode(items)  # one call for all: most of the cost per job
-        except (TypeError, ValueError):
-            for i, item in enumerate(items):
-                dump_json(item, f"args_list[{i}] of {name}")  # raises for the first bad one
-            raise
-        q, prio, max_attempts = self._options(task, queue, priority, default_queue)
-        when = self._scheduled_at(scheduled_at)
-        db = self._db if self._db is not None else await self.database()
-        first = _IDS.take(len(items))
-        ids = [
-            f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-            for h in map("{:032x}".format, range(first, first + len(items)))
-        ]
-        try:
-            await db.job_insert_many(
-                connection, ids, name, q, prio, args_array_json, max_attempts, when
-            )
+            await db.job_insert_many(connection, jobs)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         for observer in self.observers:
-            observer.job_enqueued(q, name, len(ids))
-        return ids
+            observer.job_enqueued(jobs.queue, jobs.job_name, len(jobs.ids))
+        return jobs.ids
 
     async def schedule(
         self,
@@ -700,8 +382,6 @@ class Soniq:
         return [dict(r) for r in rows]
 
     async def list_schedules(self) -> list[dict[str, Any]]:
-        from soniq.scheduler import list_schedules
-
         return await list_schedules(self)
 
     async def queue_depths(self) -> list[dict[str, Any]]:
@@ -726,55 +406,8 @@ class Soniq:
     async def scheduler_leader(self) -> dict[str, Any] | None:
         """The database session holding the scheduler's leader lock (``pid``,
         ``application_name``, ``client_addr``, ``backend_start``), or None."""
-        from soniq.db import advisory_key
-
         row = await (await self.database()).lock_holder(advisory_key(self.schema, "scheduler"))
         return None if row is None else dict(row)
-
-    async def create_database(self) -> bool:
-        """Create the database the URL names if it does not exist (through the server's
-        ``postgres`` database); True when created. The embedded default makes its own."""
-        from urllib.parse import unquote
-
-        if not self.settings.database_url:
-            await self.database_url()
-            return False
-        url = self.settings.database_url
-        try:
-            conn = await asyncpg.connect(url)
-        except asyncpg.InvalidCatalogNameError:
-            pass
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-            raise self._unavailable(url, exc) from exc
-        else:
-            await conn.close()
-            return False
-        parts = urlsplit(url)
-        name = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
-        for admin_db in ("postgres", "template1"):
-            admin_url = urlunsplit(parts._replace(path=f"/{admin_db}"))
-            try:
-                conn = await asyncpg.connect(admin_url)
-            except asyncpg.InvalidCatalogNameError:
-                continue
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                raise self._unavailable(admin_url, exc) from exc
-            try:
-                return await Database.database_create(conn, name)
-            except asyncpg.PostgresError as exc:
-                raise SoniqError(
-                    DATABASE_UNAVAILABLE,
-                    f"database {name!r} does not exist and could not be created: {exc}. "
-                    "Fix: create it as a role allowed to (CREATEDB), or point "
-                    "SONIQ_DATABASE_URL at an existing database.",
-                ) from exc
-            finally:
-                await conn.close()
-        raise SoniqError(
-            DATABASE_UNAVAILABLE,
-            f"database {name!r} does not exist and the server has no 'postgres' database to "
-            "create it from. Fix: create it yourself, then run `soniq setup` again.",
-        )
 
     # -- running -----------------------------------------------------------------------------
 

@@ -8,11 +8,9 @@ parameter.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -24,6 +22,9 @@ from typing import Any
 
 import asyncpg
 
+from soniq.enqueue import NewJob, NewJobs
+from soniq.errors import ENQUEUE_INVALID, SoniqError
+from soniq.lanes import Lanes
 from soniq.outcomes import Batch
 
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
@@ -172,100 +173,6 @@ def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:
     return (worker_id, batch.done_ids, batch.done_results, *batch.other_columns())
 
 
-LANE_IDLE_SECONDS = 0.05
-
-
-class Lanes:
-    """Pool connections kept between enqueues.
-
-    Through ``pool.fetchval`` every enqueue would pay the pool's acquire and release, which
-    cost about as much as the INSERT's own round trip. A lane is a pool connection held while
-    enqueues keep coming; one unused for ``LANE_IDLE_SECONDS`` goes back to the pool (so
-    ``pool.close()`` waits at most that long for it). At most ``limit`` lanes are held, so the
-    pool's other users are never starved; beyond that, enqueues use the pool directly.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, limit: int) -> None:
-        self.pool = pool
-        self.limit = max(1, limit)
-        self.held = 0
-        self._idle: list[tuple[Conn, float]] = []  # most recently used last
-        self._timer: asyncio.TimerHandle | None = None
-        self._releases: set[asyncio.Future[None]] = set()
-
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        """``fetchval`` on an idle lane, a new one, or (all busy) the pool."""
-        return await self._call("fetchval", query, args)
-
-    async def execute(self, query: str, *args: Any) -> str:
-        """``execute`` (its status, such as ``INSERT 0 5``) like ``fetchval``."""
-        return await self._call("execute", query, args)  # type: ignore[no-any-return]
-
-    async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
-        if self._idle:
-            conn = self._idle.pop()[0]
-        elif self.held < self.limit:
-            self.held += 1
-            try:
-                conn = await self.pool.acquire()
-            except BaseException:
-                self.held -= 1
-                raise
-        else:
-            return await getattr(self.pool, method)(query, *args)
-        try:
-            value = await getattr(conn, method)(query, *args)
-        except BaseException:
-            self._give_back(conn)  # the pool resets (or drops) a connection that failed
-            raise
-        self._park(conn)
-        return value
-
-    def _park(self, conn: Conn) -> None:
-        """Keep ``conn`` as an idle lane (handed back to the pool if unused for a while)."""
-        # time.monotonic() is the loop's clock; asyncio.get_running_loop() costs a getpid()
-        # system call on Python 3.11, so it is only asked when a timer must be set
-        self._idle.append((conn, time.monotonic()))
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(LANE_IDLE_SECONDS, self._trim)
-
-    def _give_back(self, conn: Conn) -> None:
-        self.held -= 1
-        release = asyncio.ensure_future(self.pool.release(conn))
-        self._releases.add(release)
-        release.add_done_callback(self._released)
-
-    def _released(self, release: asyncio.Future[None]) -> None:
-        self._releases.discard(release)
-        if not release.cancelled() and release.exception() is not None:
-            log.debug("releasing an enqueue connection failed: %r", release.exception())
-
-    def _trim(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        cutoff = time.monotonic() - LANE_IDLE_SECONDS
-        while self._idle and self._idle[0][1] <= cutoff:
-            self._give_back(self._idle.pop(0)[0])
-        if self._idle:
-            self._timer = loop.call_later(self._idle[0][1] - cutoff, self._trim)
-
-
-class _Wake:
-    """NOTIFY coalescing state of one queue (see ``Database.job_insert``)."""
-
-    __slots__ = ("in_flight", "notifier", "owed")
-
-    def __init__(self) -> None:
-        self.in_flight = 0  # coalesced inserts running
-        self.notifier = False  # one of them (or a trailing NOTIFY) carries the NOTIFY
-        self.owed = False  # a job may have committed with no NOTIFY committed after it
-
-    @property
-    def unsettled(self) -> bool:
-        """A NOTIFY is owed and no insert in flight will carry it (the end of a burst)."""
-        return self.owed and not self.notifier and self.in_flight == 0
-
-
 class Database:
     """Named queries against one schema, over one asyncpg pool."""
 
@@ -274,9 +181,7 @@ class Database:
         self.schema = schema
         self.q = load_queries(schema)
         self.channel = f"soniq_{schema}"
-        self.lanes = Lanes(pool, pool.get_max_size() // 2)
-        self._wakes: dict[str, _Wake] = {}
-        self._wake_tasks: set[asyncio.Task[None]] = set()
+        self.lanes = Lanes(pool, pool.get_max_size() // 2, self.q, self.channel)
         self._claim_texts: dict[tuple[str, int], str] = {}
 
     @asynccontextmanager
@@ -286,106 +191,53 @@ class Database:
 
     # -- enqueue -------------------------------------------------------------------------
 
-    async def job_insert(
-        self,
-        conn: Conn | None,
-        job_id: str,
-        job_name: str,
-        queue: str,
-        priority: int,
-        args_json: str,
-        max_attempts: int,
-        scheduled_at: datetime | None,
-        dedup_key: str | None,
-    ) -> str | uuid.UUID | None:
-        """Insert a job and wake workers, in one statement; returns the job's id, the id of
-        the active job holding ``dedup_key``, or None when that job ended meanwhile.
+    async def job_insert(self, conn: Conn | None, job: NewJob) -> str:
+        """Insert ``job`` and wake workers; returns its id, or the id of the active job that
+        already holds its dedup key (then nothing was inserted).
 
         On the caller's ``conn`` the NOTIFY is always part of the statement: it is delivered
-        at the caller's commit and never after a rollback. On soniq's own (autocommit)
-        connections, enqueues of due jobs to one queue that run at the same time share one
-        NOTIFY (see ``insert_due``).
+        at the caller's commit and never after a rollback. A due job without a dedup key on
+        soniq's own (autocommit) connections shares its NOTIFY with concurrent ones (see
+        ``Lanes.insert_due``): the one place that choice is made.
         """
-        job = (job_id, job_name, queue, priority, args_json, max_attempts)
-        if dedup_key is not None:
-            return await (conn if conn is not None else self.lanes).fetchval(  # type: ignore[no-any-return]
-                self.q["job_insert"], *job, scheduled_at, dedup_key, self.channel
-            )
-        if conn is None and scheduled_at is None:
-            await self.insert_due(*job)
-        else:
-            await (conn if conn is not None else self.lanes).fetchval(
-                self.q["job_insert_plain"], *job, scheduled_at, self.channel
-            )
-        return job_id
-
-    async def insert_due(
-        self,
-        job_id: str,
-        job_name: str,
-        queue: str,
-        priority: int,
-        args_json: str,
-        max_attempts: int,
-    ) -> None:
-        """Insert a due job in its own transaction, sharing the NOTIFY with concurrent ones.
-
-        PostgreSQL serialises the commits of transactions that NOTIFY (a global lock held
-        through the commit), which defeats group commit for many concurrent producers. So per
-        queue only one insert in flight carries the NOTIFY. A job that committed without one
-        is "owed": the next insert to start carries the NOTIFY (it commits later, so the
-        worker it wakes sees the owed job), and the last insert of a burst sends a NOTIFY on
-        its own if one is still owed. Either way a NOTIFY commits after every job, before
-        the enqueue that settles it returns.
-        """
-        wake = self._wakes.get(queue)
-        if wake is None:
-            wake = self._wakes[queue] = _Wake()
-        notify = not wake.notifier
-        if notify:
-            wake.notifier = True
-            wake.owed = False  # this NOTIFY commits after every job committed so far
-        wake.in_flight += 1
-        job = (job_id, job_name, queue, priority, args_json, max_attempts)
-        try:
-            if notify:
-                await self.lanes.fetchval(self.q["job_insert_plain"], *job, None, self.channel)
+        dedup_key = job.dedup_key
+        if dedup_key is None:
+            if conn is None and job.scheduled_at is None:
+                await self.lanes.insert_due(job)
             else:
-                await self.lanes.execute(self.q["job_insert_quiet"], *job)
-        except BaseException:
-            # whether it committed is unknown: treat the job as owed a NOTIFY
-            wake.in_flight -= 1
-            if notify:
-                wake.notifier = False
-            wake.owed = True
-            if wake.unsettled:
-                settle = asyncio.ensure_future(self._settle(queue, wake))
-                self._wake_tasks.add(settle)
-                settle.add_done_callback(self._wake_tasks.discard)
-            raise
-        wake.in_flight -= 1
-        if notify:
-            wake.notifier = False
-        else:
-            wake.owed = True
-        if wake.unsettled:
-            await self._settle(queue, wake)
-
-    async def _settle(self, queue: str, wake: _Wake) -> None:
-        """Send the owed NOTIFY when no insert in flight will (the end of a burst)."""
-        while wake.unsettled:
-            await self._wake_workers(queue, wake)
-
-    async def _wake_workers(self, queue: str, wake: _Wake) -> None:
-        """A NOTIFY on its own, for jobs that committed without one."""
-        wake.notifier = True
-        wake.owed = False
-        try:
-            await self.lanes.fetchval(self.q["job_insert_wake"], self.channel, queue)
-        except Exception as exc:  # the jobs are stored; workers find them at their next poll
-            log.warning("waking workers of queue %r failed: %r", queue, exc)
-        finally:
-            wake.notifier = False
+                await (conn if conn is not None else self.lanes).fetchval(
+                    self.q["job_insert_plain"],
+                    job.id,
+                    job.job_name,
+                    job.queue,
+                    job.priority,
+                    job.args,
+                    job.max_attempts,
+                    job.scheduled_at,
+                    self.channel,
+                )
+            return job.id
+        runner = conn if conn is not None else self.lanes
+        for _ in range(10):
+            got = await runner.fetchval(
+                self.q["job_insert"],
+                job.id,
+                job.job_name,
+                job.queue,
+                job.priority,
+                job.args,
+                job.max_attempts,
+                job.scheduled_at,
+                dedup_key,
+                self.channel,
+            )
+            if got is not None:
+                return str(got)
+            existing = await self.job_get_active_by_dedup_key(conn, dedup_key)
+            if existing is not None:
+                return str(existing)
+            # the holder ended between our insert and our look-up: try again
+        raise SoniqError(ENQUEUE_INVALID, f"dedup_key {dedup_key!r} kept changing hands; retry")
 
     async def job_get_active_by_dedup_key(
         self, conn: Conn | None, dedup_key: str
@@ -394,29 +246,19 @@ class Database:
         value = await c.fetchval(self.q["job_get_active_by_dedup_key"], dedup_key)
         return value  # type: ignore[no-any-return]
 
-    async def job_insert_many(
-        self,
-        conn: Conn | None,
-        ids: Sequence[str],
-        job_name: str,
-        queue: str,
-        priority: int,
-        args_array_json: str,
-        max_attempts: int,
-        scheduled_at: datetime | None,
-    ) -> int:
+    async def job_insert_many(self, conn: Conn | None, jobs: NewJobs) -> int:
         """Insert many jobs of one task in one statement (with its NOTIFY); their arguments
-        are one JSON array, in the order of ``ids``."""
+        are one JSON array, in the order of ``jobs.ids``."""
         c = conn if conn is not None else self.lanes
         status = await c.execute(
             self.q["job_insert_many"],
-            "{" + ",".join(ids) + "}",  # one text, not an array asyncpg checks item by item
-            job_name,
-            queue,
-            priority,
-            args_array_json,
-            max_attempts,
-            scheduled_at,
+            "{" + ",".join(jobs.ids) + "}",  # one text, not an array asyncpg checks item by item
+            jobs.job_name,
+            jobs.queue,
+            jobs.priority,
+            jobs.args,
+            jobs.max_attempts,
+            jobs.scheduled_at,
             self.channel,
         )
         return int(status.rsplit(" ", 1)[-1])
@@ -633,31 +475,21 @@ class Database:
         return await conn.fetchrow(self.q["schedule_upsert"], name, job_name, spec, tz, next_run_at)
 
     async def schedule_tick_enqueue(
-        self,
-        conn: Conn,
-        name: str,
-        tick: datetime,
-        job_id: uuid.UUID,
-        job_name: str,
-        queue: str,
-        priority: int,
-        args_json: str,
-        max_attempts: int,
-        dedup_key: str | None,
-        next_run_at: datetime,
+        self, conn: Conn, schedule_name: str, tick: datetime, job: NewJob, next_run_at: datetime
     ) -> tuple[bool, uuid.UUID | None]:
-        """(tick claimed by this call, id of the job it inserted or None)."""
+        """(tick claimed by this call, id of the job it inserted or None). The job is due at
+        the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used."""
         row = await conn.fetchrow(
             self.q["schedule_tick_enqueue"],
-            name,
+            schedule_name,
             tick,
-            job_id,
-            job_name,
-            queue,
-            priority,
-            args_json,
-            max_attempts,
-            dedup_key,
+            job.id,
+            job.job_name,
+            job.queue,
+            job.priority,
+            job.args,
+            job.max_attempts,
+            job.dedup_key,
             next_run_at,
             self.channel,
         )

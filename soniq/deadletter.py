@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from soniq.db import parse_uuid
+from soniq.enqueue import replayed_job
 from soniq.errors import NOT_FOUND, SoniqError
 
 if TYPE_CHECKING:
@@ -88,16 +88,7 @@ class DeadLetter:
             count = await db.dead_letter_mark_replayed(conn, uid)  # type: ignore[arg-type]
             if count is None:
                 raise SoniqError(NOT_FOUND, f"dead-letter entry {job_id} was removed meanwhile")
-            return await self._app._insert(
-                row["job_name"],
-                row["queue"],
-                row["priority"],
-                json.dumps(row["args"]),
-                row["max_attempts"],
-                None,
-                None,
-                conn,
-            )
+            return await self._app.enqueue_job(replayed_job(row), connection=conn)
 
     async def delete_dead_letter_job(self, job_id: str) -> bool:
         uid = parse_uuid(job_id)

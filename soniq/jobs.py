@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -229,3 +229,5 @@ def attach(fn: Callable[P, R], task: Task[P, R], app: Soniq) -> Callable[P, R]:
     return fn
 
 
+# hooks and middleware: async callables the worker awaits around a handler
+Hook = Callable[..., Awaitable[Any]]

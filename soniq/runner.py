@@ -17,9 +17,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any
 
-from soniq.jobs import JobContext, Snooze, Task
+from soniq.jobs import Hook, JobContext, Snooze, Task
+from soniq.registry import Registry
 from soniq.settings import Settings
 from soniq.states import Kind, Outcome
 
@@ -30,17 +31,6 @@ _SUCCESS_NONE = Outcome(Kind.SUCCESS)
 
 Call = Callable[[], Awaitable[Any]]
 LateOutcome = Callable[[Task[Any, Any], "ClaimedJob", Outcome], None]
-Hook = Callable[..., Awaitable[Any]]
-
-
-class Handlers(Protocol):
-    """What the runner reads from the app's registry."""
-
-    tasks: dict[str, Task[Any, Any]]
-    before_job_hooks: list[Hook]
-    after_job_hooks: list[Hook]
-    on_error_hooks: list[Hook]
-    middlewares: list[Hook]
 
 
 class ClaimedJob:
@@ -80,7 +70,7 @@ class Runner:
 
     def __init__(
         self,
-        registry: Handlers,
+        registry: Registry,
         settings: Settings,
         worker_id: str,
         executor: Executor,

@@ -13,25 +13,23 @@ share. A tick missed while no scheduler ran fires once on catch-up, not once per
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from ulid import ULID
 
 from soniq.aio import cancel_and_wait, wait_event
 from soniq.db import Conn, Database, advisory_key
+from soniq.enqueue import NewJob, schedule_job
 from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
-from soniq.jobs import dump_json
+from soniq.ids import new_id
 from soniq.maintenance import Maintenance
 
 if TYPE_CHECKING:
@@ -44,17 +42,6 @@ Clock = Callable[[], datetime]
 QUERY_TIMEOUT = 10.0  # a query on the leader's session slower than this means the session is lost
 MAX_BACKOFF = 5.0
 MIN_SLEEP = 0.005
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What a schedule's ticks insert, worked out once per leadership."""
-
-    queue: str
-    priority: int
-    max_attempts: int
-    args_json: str
-    dedup_key: str | None
 
 
 class Scheduler:
@@ -87,7 +74,7 @@ class Scheduler:
         self.is_leader = False
         self.key = advisory_key(app.schema, "scheduler")
         self._next: dict[str, datetime] = {}
-        self._jobs: dict[str, _Job | None] = {}
+        self._jobs: dict[str, NewJob | None] = {}  # what each schedule's ticks insert
         # the leader runs the maintenance loop unless its process already does (a worker)
         self._maintainer = Maintenance(app) if maintain else None
         self._maintenance: asyncio.Task[None] | None = None
@@ -203,23 +190,14 @@ class Scheduler:
         )
         self._next[schedule.name] = row["next_run_at"]
 
-    def _job(self, schedule: Schedule) -> _Job | None:
-        """Queue, priority, attempts and arguments as ``app.enqueue`` would set them."""
-        app = self.app
-        task = app.tasks.get(schedule.job_name)
+    def _job(self, schedule: Schedule) -> NewJob | None:
+        """What the schedule's ticks insert (but for each tick's id), worked out once per
+        leadership: queue, priority, attempts and arguments as ``app.enqueue`` sets them."""
         try:
-            args = schedule.args
-            if task is not None:
-                args = app._check_handler_args(task, args)
-            queue, priority, max_attempts = app._options(task, None, None, None)
+            return schedule_job(self.app.registry, self.app.settings, schedule)
         except SoniqError as exc:
             log.error("schedule %s will not fire: %s", schedule.name, exc)
             return None
-        dedup_key = None
-        if task is not None and task.unique:
-            canonical = json.dumps(args, sort_keys=True, separators=(",", ":"))
-            dedup_key = f"{task.name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
-        return _Job(queue, priority, max_attempts, dump_json(args, schedule.name), dedup_key)
 
     async def _fire_due(self, db: Database, conn: Conn, now: datetime) -> dict[str, str]:
         fired: dict[str, str] = {}
@@ -251,20 +229,9 @@ class Scheduler:
         job = self._jobs.get(schedule.name)
         if job is None:
             return None
+        tick_job = replace(job, id=new_id())
         claimed, job_id = await _timed(
-            db.schedule_tick_enqueue(
-                conn,
-                schedule.name,
-                tick,
-                ULID().to_uuid(),
-                schedule.job_name,
-                job.queue,
-                job.priority,
-                job.args_json,
-                job.max_attempts,
-                job.dedup_key,
-                following,
-            )
+            db.schedule_tick_enqueue(conn, schedule.name, tick, tick_job, following)
         )
         if job_id is not None:
             log.debug("schedule %s: tick %s -> job %s", schedule.name, tick.isoformat(), job_id)

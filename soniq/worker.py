@@ -135,7 +135,9 @@ class Worker:
         self.executor = ThreadPoolExecutor(
             max_workers=app.settings.sync_handler_pool_size, thread_name_prefix="soniq-sync"
         )
-        self.runner = Runner(app, app.settings, self.worker_id, self.executor, self._record)
+        self.runner = Runner(
+            app.registry, app.settings, self.worker_id, self.executor, self._record
+        )
         if self.handle_signals:
             shutdown_signals.add(self)
         try:

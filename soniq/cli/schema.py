@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from soniq.app import Soniq, redact_url
+from soniq.app import Soniq
 from soniq.cli.apps import with_app
 from soniq.cli.base import cli, common, json_option
 from soniq.cli.render import console, emit_json, stamp, table
+from soniq.connection import redact_url
 
 
 @cli.command()

@@ -13,6 +13,7 @@ from typing import Any
 
 from soniq import Soniq
 from soniq.db import Database
+from soniq.enqueue import NewJob
 from tests.conftest import wait_for
 
 MakeApp = Callable[..., Awaitable[Soniq]]
@@ -24,7 +25,8 @@ class _Pool:
 
 
 class ScriptedLanes:
-    """Stands in for ``Database.lanes``: each statement waits until the test releases it."""
+    """Stands in for the connections of ``Database.lanes`` (its NOTIFY sharing runs as
+    shipped): each statement waits until the test releases it."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []  # (query name, job id or queue)
@@ -59,13 +61,14 @@ def scripted() -> tuple[Database, ScriptedLanes]:
     db = Database(_Pool(), "public")  # type: ignore[arg-type]
     lanes = ScriptedLanes()
     lanes.db = db  # type: ignore[attr-defined]
-    db.lanes = lanes  # type: ignore[assignment]
+    db.lanes.fetchval = lanes.fetchval  # type: ignore[method-assign]
+    db.lanes.execute = lanes.execute  # type: ignore[method-assign]
     return db, lanes
 
 
 def insert(db: Database, job_id: str) -> asyncio.Task[Any]:
     return asyncio.create_task(
-        db.job_insert(None, job_id, "t", "default", 100, "{}", 1, None, None)
+        db.job_insert(None, NewJob(job_id, "t", "default", 100, "{}", 1, None, None))
     )
 
 

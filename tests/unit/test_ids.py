@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from ulid import ULID
 
-from soniq.app import _IDS, _RANDOM
+from soniq.ids import _IDS, _RANDOM
 
 
 def _draw(conn: object) -> None:
