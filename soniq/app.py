@@ -16,19 +16,32 @@ from pydantic import BaseModel
 
 from soniq import migrate
 from soniq.connection import Backend, Connector
-from soniq.db import Conn, Database, advisory_key, parse_uuid
+from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
 from soniq.enqueue import NewJob, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
 from soniq.jobs import Task, attach
 from soniq.notifier import Notifier
+from soniq.queries import advisory_key
 from soniq.registry import Registry
 from soniq.scheduler import list_schedules
 from soniq.schedules import Schedule
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
+from soniq.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _adder(attr: str, what: str) -> Callable[[Soniq, F], F]:
+    """A decorator method appending its function to the registry's list ``attr``."""
+
+    def add(self: Soniq, fn: F) -> F:
+        getattr(self.registry, attr).append(fn)
+        return fn
+
+    add.__doc__ = f"Register {what}."
+    return add
 
 
 class Soniq:
@@ -200,25 +213,14 @@ class Soniq:
 
         return register
 
-    def before_job(self, fn: F) -> F:
-        """Register ``async def hook(ctx)`` called before each handler."""
-        self.before_job_hooks.append(fn)
-        return fn
-
-    def after_job(self, fn: F) -> F:
-        """Register ``async def hook(ctx, result)`` called after each successful handler."""
-        self.after_job_hooks.append(fn)
-        return fn
-
-    def on_error(self, fn: F) -> F:
-        """Register ``async def hook(ctx, exc)`` called when a handler fails."""
-        self.on_error_hooks.append(fn)
-        return fn
-
-    def middleware(self, fn: F) -> F:
-        """Register ``async def mw(ctx, call_next)``; the first registered is outermost."""
-        self.middlewares.append(fn)
-        return fn
+    before_job = _adder("before_job_hooks", "``async def hook(ctx)``, called before each handler")
+    after_job = _adder(
+        "after_job_hooks", "``async def hook(ctx, result)``, called after each successful handler"
+    )
+    on_error = _adder("on_error_hooks", "``async def hook(ctx, exc)``, called when a handler fails")
+    middleware = _adder(
+        "middlewares", "``async def mw(ctx, call_next)``; the first registered is outermost"
+    )
 
     # -- enqueue -----------------------------------------------------------------------------
 
@@ -423,8 +425,6 @@ class Soniq:
     ) -> None:
         """Run a worker in this process until ``shutdown_event`` is set (or, with
         ``run_once``, until nothing is runnable)."""
-        from soniq.worker import Worker
-
         worker = Worker(
             self,
             concurrency=concurrency,

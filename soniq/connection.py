@@ -15,7 +15,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from soniq import migrate
+from soniq import (
+    embedded,  # the wheel itself is imported only when used
+    migrate,
+)
 from soniq.db import Conn, Database, init_connection, release_connection
 from soniq.errors import DATABASE_UNAVAILABLE, SoniqError
 from soniq.settings import Settings
@@ -66,8 +69,6 @@ class Connector:
             if self.settings.database_url:
                 self._url = self.settings.database_url
             else:
-                from soniq import embedded  # optional wheel: imported only when used
-
                 self._url = await embedded.database_url(self.settings.data_dir)
                 self.embedded = True
         return self._url
@@ -126,25 +127,16 @@ class Connector:
             await self.database_url()
             return False
         url = self.settings.database_url
-        try:
-            conn = await asyncpg.connect(url)
-        except asyncpg.InvalidCatalogNameError:
-            pass
-        except _CONNECT_ERRORS as exc:
-            raise unavailable(url, exc) from exc
-        else:
+        conn = await _connect_if_exists(url)
+        if conn is not None:
             await conn.close()
             return False
         parts = urlsplit(url)
         name = unquote(parts.path.lstrip("/")) or unquote(parts.username or "")
         for admin_db in ("postgres", "template1"):
-            admin_url = urlunsplit(parts._replace(path=f"/{admin_db}"))
-            try:
-                conn = await asyncpg.connect(admin_url)
-            except asyncpg.InvalidCatalogNameError:
+            conn = await _connect_if_exists(urlunsplit(parts._replace(path=f"/{admin_db}")))
+            if conn is None:
                 continue
-            except _CONNECT_ERRORS as exc:
-                raise unavailable(admin_url, exc) from exc
             try:
                 return await Database.database_create(conn, name)
             except asyncpg.PostgresError as exc:
@@ -161,6 +153,16 @@ class Connector:
             f"database {name!r} does not exist and the server has no 'postgres' database to "
             "create it from. Fix: create it yourself, then run `soniq setup` again.",
         )
+
+
+async def _connect_if_exists(url: str) -> Any:
+    """A connection to ``url``, or None when its database does not exist."""
+    try:
+        return await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        return None
+    except _CONNECT_ERRORS as exc:
+        raise unavailable(url, exc) from exc
 
 
 class Backend:

@@ -1,23 +1,19 @@
 """The only module that runs SQL: a typed method (or, for migrations, a function) per named
 query of the ``sql/*.sql`` files, and the migration files of ``sql/migrations/``.
 
-Queries are loaded once, with the schema name substituted (it is validated against a
-strict pattern and quoted, so it is never user-controlled SQL). Everything else is a bound
-parameter.
+Queries come from ``soniq.queries`` with the schema name substituted (it is validated
+against a strict pattern and quoted, so it is never user-controlled SQL). Everything else is
+a bound parameter.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
-import zlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
 import asyncpg
@@ -26,71 +22,12 @@ from soniq.enqueue import NewJob, NewJobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.lanes import Lanes
 from soniq.outcomes import Batch
+from soniq.queries import _raw_queries, advisory_key, load_queries, quote_ident
 
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
 Row = Any
 
 log = logging.getLogger("soniq")
-
-
-def parse_queries(text: str, source: str = "<text>") -> dict[str, str]:
-    """The ``-- name: X`` blocks of one file, comment lines dropped, fragments not yet filled
-    in; a name defined twice raises ValueError."""
-    out: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = block.partition("\n")
-        name = name.strip()
-        if name in out:
-            raise ValueError(f"query {name!r} is defined twice in {source}")
-        lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("--")]
-        out[name] = "\n".join(lines).strip()
-    return out
-
-
-def merge_queries(files: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The queries of (file name, text) pairs with ``{_name}`` filled in by the fragment
-    ``_name`` of any file; fragments themselves left out. A name defined twice, in one file
-    or two, raises ValueError."""
-    out: dict[str, str] = {}
-    where: dict[str, str] = {}
-    for source, text in files:
-        for name, sql in parse_queries(text, source).items():
-            if name in out:
-                raise ValueError(f"query {name!r} is defined twice: in {where[name]} and {source}")
-            out[name] = sql
-            where[name] = source
-    fragments = {k: v for k, v in out.items() if k.startswith("_")}
-    for name, sql in out.items():
-        for frag, frag_sql in fragments.items():
-            sql = sql.replace("{" + frag + "}", frag_sql)
-        out[name] = sql
-    return {k: v for k, v in out.items() if not k.startswith("_")}
-
-
-@cache
-def _raw_queries() -> dict[str, str]:
-    """Every ``sql/*.sql`` file's queries (not ``sql/migrations/``), files in name order."""
-    folder = resources.files("soniq").joinpath("sql")
-    files = sorted(
-        (f.name, f.read_text(encoding="utf-8")) for f in folder.iterdir() if f.name.endswith(".sql")
-    )
-    return merge_queries(files)
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def load_queries(schema: str) -> dict[str, str]:
-    """All named queries with ``{schema}`` filled in."""
-    q = quote_ident(schema)
-    return {k: v.replace("{schema}", q) for k, v in _raw_queries().items()}
-
-
-def advisory_key(schema: str, purpose: str) -> int:
-    """A stable 63-bit advisory lock key for ``purpose`` in ``schema``."""
-    digest = zlib.crc32(f"soniq:{schema}:{purpose}".encode())
-    return (digest << 16) | 0x50C1  # distinct from small integer keys users pick
 
 
 def _query(schema: str, name: str) -> str:
@@ -207,12 +144,7 @@ class Database:
             else:
                 await (conn if conn is not None else self.lanes).fetchval(
                     self.q["job_insert_plain"],
-                    job.id,
-                    job.job_name,
-                    job.queue,
-                    job.priority,
-                    job.args,
-                    job.max_attempts,
+                    *job.columns(),
                     job.scheduled_at,
                     self.channel,
                 )
@@ -221,12 +153,7 @@ class Database:
         for _ in range(10):
             got = await runner.fetchval(
                 self.q["job_insert"],
-                job.id,
-                job.job_name,
-                job.queue,
-                job.priority,
-                job.args,
-                job.max_attempts,
+                *job.columns(),
                 job.scheduled_at,
                 dedup_key,
                 self.channel,
@@ -483,12 +410,7 @@ class Database:
             self.q["schedule_tick_enqueue"],
             schedule_name,
             tick,
-            job.id,
-            job.job_name,
-            job.queue,
-            job.priority,
-            job.args,
-            job.max_attempts,
+            *job.columns(),
             job.dedup_key,
             next_run_at,
             self.channel,

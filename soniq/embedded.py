@@ -15,6 +15,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from soniq.db import Database
 from soniq.errors import EMBEDDED_UNAVAILABLE, SoniqError
 
 log = logging.getLogger("soniq.embedded")
@@ -62,10 +65,6 @@ def server_url(data_dir: str, database: str | None = None) -> str:
 
 async def database_url(data_dir: str, database: str = DATABASE) -> str:
     """Start or find the embedded server and make sure ``database`` exists; return its URL."""
-    import asyncpg
-
-    from soniq.db import Database
-
     admin_url = await asyncio.to_thread(server_url, data_dir, "postgres")
     conn = await asyncpg.connect(admin_url)
     try:

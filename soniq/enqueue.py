@@ -42,6 +42,11 @@ class NewJob:
     scheduled_at: datetime | None  # aware; None: now (the database's clock)
     dedup_key: str | None
 
+    def columns(self) -> tuple[str, str, str, int, str, int]:
+        """id, job_name, queue, priority, args, max_attempts: the first six parameters of
+        every query that inserts one job."""
+        return (self.id, self.job_name, self.queue, self.priority, self.args, self.max_attempts)
+
 
 @dataclass(frozen=True, slots=True)
 class NewJobs:
@@ -69,7 +74,9 @@ def new_job(
     dedup_key: Any = None,
 ) -> NewJob:
     """The job ``app.enqueue(target, args=..., **kwargs)`` inserts, with a new id."""
-    name, task, job_args, default_queue = resolve(registry, settings, target, args, kwargs)
+    name, task, job_args, default_queue = resolve(
+        registry, settings, target, merge_args(args, kwargs)
+    )
     if task is not None:
         job_args = check_handler_args(task, job_args)
     try:
@@ -104,7 +111,7 @@ def new_jobs(
         name, default_queue = target.name, target.default_queue
         task = registry.tasks.get(name)
     else:
-        name, task, _, default_queue = resolve(registry, settings, target, None, {})
+        name, task, _, default_queue = resolve(registry, settings, target, {})
     # the same checks as new_job's, per item, with what can be hoisted out of the loop
     names = (
         task.param_names
@@ -188,14 +195,8 @@ def dedup_hash(name: str, args: dict[str, Any]) -> str:
     return f"{name}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
 
-def resolve(
-    registry: Registry,
-    settings: Settings,
-    target: Any,
-    args: dict[str, Any] | None,
-    kwargs: dict[str, Any],
-) -> tuple[str, Task[Any, Any] | None, dict[str, Any], str | None]:
-    """(task name, registered task or None, arguments, default queue)."""
+def merge_args(args: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The job's arguments from ``args=`` and keywords (a name given in both is refused)."""
     if args is not None and not isinstance(args, dict):
         raise SoniqError(
             TASK_ARGS_INVALID,
@@ -210,6 +211,13 @@ def resolve(
                 f"argument(s) {sorted(clash)} given both in args= and as keywords",
             )
         merged.update(kwargs)
+    return merged
+
+
+def resolve(
+    registry: Registry, settings: Settings, target: Any, merged: dict[str, Any]
+) -> tuple[str, Task[Any, Any] | None, dict[str, Any], str | None]:
+    """(task name, registered task or None, arguments, default queue) for ``target``."""
     tasks = registry.tasks
     task: Task[Any, Any] | None
     if isinstance(target, TaskRef):

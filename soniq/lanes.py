@@ -153,24 +153,14 @@ class Lanes:
             if notify:
                 await self.fetchval(
                     self._insert_plain,
-                    job.id,
-                    job.job_name,
-                    queue,
-                    job.priority,
-                    job.args,
-                    job.max_attempts,
+                    *job.columns(),
                     None,
                     self._channel,
                 )
             else:
                 await self.execute(
                     self._insert_quiet,
-                    job.id,
-                    job.job_name,
-                    queue,
-                    job.priority,
-                    job.args,
-                    job.max_attempts,
+                    *job.columns(),
                 )
         except BaseException:
             # whether it committed is unknown: treat the job as owed a NOTIFY

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from soniq.db import Database, advisory_key
+from soniq.db import Database
 from soniq.errors import DB_ERRORS, SoniqError
+from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
     from soniq.app import Soniq

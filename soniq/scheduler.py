@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from soniq.aio import cancel_and_wait, wait_event
-from soniq.db import Conn, Database, advisory_key
+from soniq.db import Conn, Database
 from soniq.enqueue import NewJob, schedule_job
 from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.ids import new_id
 from soniq.maintenance import Maintenance
+from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
     from soniq.app import Soniq

@@ -14,6 +14,7 @@ import click
 from soniq.app import Soniq
 from soniq.cli.apps import load_apps, run
 from soniq.cli.base import Config, cli, common, current_config, fail
+from soniq.scheduler import Scheduler
 from soniq.settings import QUEUE_RE
 
 
@@ -136,7 +137,6 @@ def scheduler(check_interval: float | None) -> None:
     cfg = current_config()
     apps = load_apps(cfg)
     _configure_process_logging(cfg, apps)
-    from soniq.scheduler import Scheduler
 
     async def go() -> None:
         stop = asyncio.Event()

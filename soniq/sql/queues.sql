@@ -1,6 +1,11 @@
 -- Per-queue counts behind `soniq status`, the CLI and the metrics sampler.
 -- Only soniq/db.py executes these queries. "{schema}" is replaced by the schema name.
 
+-- name: _oldest_queued_age
+-- Fragment: the age in seconds of a queue's oldest due job (NULL when none is due).
+EXTRACT(EPOCH FROM now() - min(scheduled_at)
+        FILTER (WHERE status = 'queued' AND scheduled_at <= now()))::float8 AS oldest_queued_age
+
 -- name: queue_stats
 SELECT queue,
        count(*) FILTER (WHERE status = 'queued') AS queued,
@@ -8,9 +13,7 @@ SELECT queue,
        count(*) FILTER (WHERE status = 'done') AS done,
        count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
        count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-       EXTRACT(EPOCH FROM now() - min(scheduled_at)
-               FILTER (WHERE status = 'queued' AND scheduled_at <= now()))::float8
-           AS oldest_queued_age
+       {_oldest_queued_age}
 FROM {schema}.soniq_jobs
 GROUP BY queue
 ORDER BY queue
@@ -22,9 +25,7 @@ SELECT queue,
        count(*) FILTER (WHERE status = 'queued') AS queued,
        count(*) FILTER (WHERE status = 'processing') AS processing,
        count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
-       EXTRACT(EPOCH FROM now() - min(scheduled_at)
-               FILTER (WHERE status = 'queued' AND scheduled_at <= now()))::float8
-           AS oldest_queued_age
+       {_oldest_queued_age}
 FROM {schema}.soniq_jobs
 WHERE status IN ('queued', 'processing', 'dead_letter')
 GROUP BY queue

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from soniq import JobStatus, Soniq
-from soniq.db import advisory_key
+from soniq.queries import advisory_key
 from tests.cli.cli_helpers import CLI_JOBS, as_json, invoke, run_soniq, seed
 from tests.conftest import SONIQ_BIN, wait_for
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from soniq import Soniq
-from soniq.db import load_queries
+from soniq.queries import load_queries
 
 QUEUED = 100_000
 FINISHED = 20_000

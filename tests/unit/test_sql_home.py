@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from soniq.db import _raw_queries, merge_queries, parse_queries
+from soniq.queries import _raw_queries, merge_queries, parse_queries
 
 SONIQ = Path(__file__).resolve().parents[2] / "soniq"
 SQL_START = re.compile(
