@@ -19,7 +19,7 @@ from soniq import (
     embedded,  # the wheel itself is imported only when used
     migrate,
 )
-from soniq.db import Conn, Database, init_connection, release_connection
+from soniq.db import Conn, Database, init_connection, skip_reset
 from soniq.errors import DATABASE_UNAVAILABLE, SoniqError
 from soniq.settings import Settings
 
@@ -103,7 +103,7 @@ class Connector:
                         min_size=self.settings.pool_min_size,
                         max_size=self.settings.pool_max_size,
                         init=init_connection,
-                        reset=release_connection,
+                        reset=skip_reset,
                         server_settings=self.server_settings(),
                     )
                 except _CONNECT_ERRORS as exc:

@@ -97,12 +97,13 @@ async def init_connection(conn: Conn) -> None:
         )
 
 
-async def release_connection(conn: Conn) -> None:
-    """Pool release without asyncpg's reset query, which would cost every pooled query a
-    second round trip. soniq leaves no session state on pooled connections (its advisory
-    locks are transaction-level; LISTEN and session locks use direct connections), and
-    asyncpg has already rolled back any open transaction. ``app.backend.acquire()``
-    resets fully, since user code may set session state."""
+async def skip_reset(conn: Conn) -> None:
+    """The pool's ``reset=``: it does nothing on purpose. asyncpg's default reset query would
+    cost every pooled query a second round trip (docs/internals.md, "hot path"). soniq
+    leaves no session state on pooled connections (its advisory locks are transaction-level
+    or released at once; LISTEN uses a direct connection), and asyncpg has already rolled
+    back any open transaction. ``app.backend.acquire()`` resets fully, since user code may
+    set session state."""
 
 
 def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:

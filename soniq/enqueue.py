@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from soniq.errors import ENQUEUE_INVALID, TASK_ARGS_INVALID, UNKNOWN_TASK_NAME, SoniqError
 from soniq.ids import _IDS
@@ -29,9 +29,9 @@ _INT32 = 2**31 - 1
 _JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))  # dump_json's, built once
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """One job to insert, named after the ``soniq_jobs`` columns it fills."""
+class NewJob(NamedTuple):
+    """One job to insert, named after the ``soniq_jobs`` columns it fills (a NamedTuple:
+    immutable, and about a microsecond cheaper per enqueue than a frozen dataclass)."""
 
     id: str
     job_name: str
@@ -45,7 +45,7 @@ class NewJob:
     def columns(self) -> tuple[str, str, str, int, str, int]:
         """id, job_name, queue, priority, args, max_attempts: the first six parameters of
         every query that inserts one job."""
-        return (self.id, self.job_name, self.queue, self.priority, self.args, self.max_attempts)
+        return self[:6]
 
 
 @dataclass(frozen=True, slots=True)

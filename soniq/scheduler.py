@@ -19,7 +19,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -230,7 +229,7 @@ class Scheduler:
         job = self._jobs.get(schedule.name)
         if job is None:
             return None
-        tick_job = replace(job, id=new_id())
+        tick_job = job._replace(id=new_id())
         claimed, job_id = await _timed(
             db.schedule_tick_enqueue(conn, schedule.name, tick, tick_job, following)
         )

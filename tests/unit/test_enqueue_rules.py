@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import uuid
@@ -96,7 +95,7 @@ def test_args_and_keywords_merge() -> None:
 def test_new_job_is_frozen() -> None:
     app = make_app(enqueue_validation="none")
     job = build(app, "t.any")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         job.queue = "other"  # type: ignore[misc]
 
 
