@@ -20,10 +20,8 @@ from soniq import (
     migrate,
 )
 from soniq.db import Conn, Database, init_connection, skip_reset
-from soniq.errors import DATABASE_UNAVAILABLE, SoniqError
+from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SoniqError
 from soniq.settings import Settings
-
-_CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncio.TimeoutError)
 
 
 def redact_url(url: str) -> str:
@@ -84,7 +82,7 @@ class Connector:
             return await asyncpg.connect(
                 url, server_settings={**self.server_settings(), **server_settings}
             )
-        except _CONNECT_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise unavailable(url, exc) from exc
 
     async def database(self) -> Database:
@@ -106,7 +104,7 @@ class Connector:
                         reset=skip_reset,
                         server_settings=self.server_settings(),
                     )
-                except _CONNECT_ERRORS as exc:
+                except DB_ERRORS as exc:
                     raise unavailable(url, exc) from exc
                 self.db = Database(pool, self.schema)
                 if self.embedded:
@@ -161,7 +159,7 @@ async def _connect_if_exists(url: str) -> Any:
         return await asyncpg.connect(url)
     except asyncpg.InvalidCatalogNameError:
         return None
-    except _CONNECT_ERRORS as exc:
+    except DB_ERRORS as exc:
         raise unavailable(url, exc) from exc
 
 
@@ -185,11 +183,6 @@ class Backend:
                 try:
                     if not conn.is_closed():
                         await conn.reset()
-                except (
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                    OSError,
-                    asyncpg.PostgresError,
-                ):
+                except DB_ERRORS:
                     with contextlib.suppress(asyncpg.InterfaceError):
                         conn.terminate()

@@ -27,7 +27,7 @@ import asyncpg
 from soniq.aio import cancel_and_wait, wait_event
 from soniq.db import Conn, Database
 from soniq.enqueue import NewJob, schedule_job
-from soniq.errors import SETTINGS_INVALID, SoniqError, schema_missing
+from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.ids import new_id
 from soniq.maintenance import Maintenance
 from soniq.queries import advisory_key
@@ -111,16 +111,7 @@ class Scheduler:
                 "scheduler: soniq's tables are missing in schema %r; run `soniq setup`",
                 self.app.schema,
             )
-        elif isinstance(
-            exc,
-            (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncio.TimeoutError,
-                SoniqError,
-            ),
-        ):
+        elif isinstance(exc, (*DB_ERRORS, SoniqError)):
             log.warning("scheduler %s (attempt %d): %s", what, failures, exc)
         else:
             log.exception("scheduler %s (attempt %d): unexpected error", what, failures)
