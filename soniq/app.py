@@ -425,13 +425,5 @@ class Soniq:
     ) -> None:
         """Run a worker in this process until ``shutdown_event`` is set (or, with
         ``run_once``, until nothing is runnable)."""
-        worker = Worker(
-            self,
-            concurrency=concurrency,
-            queues=queues,
-            run_once=run_once,
-            shutdown_event=shutdown_event,
-            with_scheduler=with_scheduler,
-            handle_signals=handle_signals,
-        )
-        await worker.run()
+        options = (concurrency, queues, run_once, shutdown_event, with_scheduler, handle_signals)
+        await Worker(self, *options).run()

@@ -65,7 +65,6 @@ class Worker:
     def __init__(
         self,
         app: Soniq,
-        *,
         concurrency: int | None,
         queues: Sequence[str] | str | None,
         run_once: bool,
@@ -73,7 +72,7 @@ class Worker:
         with_scheduler: bool,
         handle_signals: bool,
     ) -> None:
-        """The options of ``Soniq.run_worker``, which gives their defaults."""
+        """The options of ``Soniq.run_worker``, in its order; it gives their defaults."""
         self.app = app
         s = app.settings
         self.concurrency = concurrency if concurrency is not None else s.concurrency
