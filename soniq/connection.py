@@ -15,10 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from soniq import (
-    embedded,  # the wheel itself is imported only when used
-    migrate,
-)
+from soniq import embedded, migrate
 from soniq.db import Conn, Database, init_connection, skip_reset
 from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SoniqError
 from soniq.settings import Settings
