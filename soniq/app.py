@@ -248,28 +248,18 @@ class Soniq:
             scheduled_at,
             dedup_key,
         )
-        # enqueue_job's body, inlined: this is the hot path
-        db = self._connector.db
-        if db is None:
-            db = await self._connector.database()
+        return await self.enqueue_job(job, connection=connection)
+
+    async def enqueue_job(self, job: NewJob, *, connection: Conn | None = None) -> str:
+        """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
+        id, or that of the active job holding its dedup key."""
+        # the open pool's Database without a coroutine call: this is the enqueue hot path
+        db = self._connector.db or await self._connector.database()
         try:
             job_id = await db.job_insert(connection, job)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         if job_id == job.id:  # else an active job held its dedup key: nothing was inserted
-            for observer in self.observers:
-                observer.job_enqueued(job.queue, job.job_name, 1)
-        return job_id
-
-    async def enqueue_job(self, job: NewJob, *, connection: Conn | None = None) -> str:
-        """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
-        id, or that of the active job holding its dedup key."""
-        db = await self.database()
-        try:
-            job_id = await db.job_insert(connection, job)
-        except asyncpg.UndefinedTableError:
-            raise schema_missing(self.schema) from None
-        if job_id == job.id:
             for observer in self.observers:
                 observer.job_enqueued(job.queue, job.job_name, 1)
         return job_id
@@ -290,9 +280,7 @@ class Soniq:
         )
         if jobs is None:
             return []
-        db = self._connector.db
-        if db is None:
-            db = await self._connector.database()
+        db = self._connector.db or await self._connector.database()
         try:
             await db.job_insert_many(connection, jobs)
         except asyncpg.UndefinedTableError:

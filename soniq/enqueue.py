@@ -79,10 +79,7 @@ def new_job(
     )
     if task is not None:
         job_args = check_handler_args(task, job_args)
-    try:
-        args_json = _JSON.encode(job_args)
-    except (TypeError, ValueError):
-        args_json = dump_json(job_args, f"arguments of {name}")  # raises the SoniqError
+    args_json = encode_args(job_args, name)
     q, prio, max_attempts = options(settings, task, queue, priority, default_queue)
     when = when_due(scheduled_at)
     if dedup_key is not None:
@@ -174,19 +171,20 @@ def replayed_job(row: Mapping[str, Any]) -> NewJob:
         row["job_name"],
         row["queue"],
         row["priority"],
-        encode_args(row["args"], f"arguments of {row['job_name']}"),
+        encode_args(row["args"], row["job_name"]),
         row["max_attempts"],
         None,
         None,
     )
 
 
-def encode_args(args: Any, what: str) -> str:
-    """Compact JSON text of ``args``; a SoniqError naming the fix if it is not plain JSON."""
+def encode_args(args: Any, job_name: str) -> str:
+    """Compact JSON text of the arguments of a ``job_name`` job; a SoniqError naming the fix
+    if they are not plain JSON."""
     try:
         return _JSON.encode(args)
     except (TypeError, ValueError):
-        return dump_json(args, what)  # raises the SoniqError
+        return dump_json(args, f"arguments of {job_name}")  # raises the SoniqError
 
 
 def dedup_hash(name: str, args: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from soniq.db import Database
 from soniq.errors import DB_ERRORS, SoniqError
 from soniq.queries import advisory_key
 
@@ -33,15 +32,11 @@ PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 20
 
 
-async def _locked(conn: object, schema: str, purpose: str) -> bool:
-    return await Database.lock_try_xact(conn, advisory_key(schema, purpose))
-
-
 async def rescue_stale(app: Soniq) -> int:
     """Put back (or dead-letter) the jobs of workers silent past ``heartbeat_timeout``."""
     db = await app.database()
     async with db.acquire() as conn, conn.transaction():
-        if not await _locked(conn, app.schema, "rescue"):
+        if not await db.lock_try_xact(conn, advisory_key(app.schema, "rescue")):
             return 0
         rows = await db.job_rescue_stale(conn, app.settings.heartbeat_timeout)
     for row in rows:
@@ -81,7 +76,7 @@ async def _in_batches(
     total = 0
     for _ in range(PRUNE_MAX_BATCHES):
         async with db.acquire() as conn, conn.transaction():
-            if not await _locked(conn, app.schema, "prune"):
+            if not await db.lock_try_xact(conn, advisory_key(app.schema, "prune")):
                 break
             n = await delete(conn, older_than, PRUNE_BATCH)
         total += n

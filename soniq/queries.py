@@ -63,8 +63,14 @@ def quote_ident(name: str) -> str:
 
 def load_queries(schema: str) -> dict[str, str]:
     """All named queries with ``{schema}`` filled in."""
-    q = quote_ident(schema)
-    return {k: v.replace("{schema}", q) for k, v in _raw_queries().items()}
+    return {name: query(name, schema) for name in _raw_queries()}
+
+
+def query(name: str, schema: str | None = None) -> str:
+    """Query ``name``, with ``{schema}`` filled in when ``schema`` is given (a query that
+    names no schema, or one run before any ``Database`` exists)."""
+    sql = _raw_queries()[name]
+    return sql if schema is None else sql.replace("{schema}", quote_ident(schema))
 
 
 def advisory_key(schema: str, purpose: str) -> int:
