@@ -17,7 +17,7 @@ import asyncpg
 
 from soniq import embedded, migrate
 from soniq.db import Conn, Database, init_connection, skip_reset
-from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SoniqError
+from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SETTINGS_INVALID, SoniqError
 from soniq.settings import Settings
 
 
@@ -72,9 +72,26 @@ class Connector:
         """Session settings: an application_name operators can find in pg_stat_activity."""
         return {"application_name": f"soniq:{self.schema}"[:63]}
 
+    async def session_url(self) -> str:
+        """The URL for session features (LISTEN, session advisory locks, the worker's claim):
+        ``direct_database_url`` when set, else the main URL. Behind a transaction-pooling
+        PgBouncer a session's state would land on whichever server connection runs the next
+        transaction, so ``pgbouncer=True`` requires the direct URL."""
+        if self.settings.direct_database_url:
+            return self.settings.direct_database_url
+        if self.settings.pgbouncer:
+            raise SoniqError(
+                SETTINGS_INVALID,
+                "pgbouncer=True: LISTEN, advisory locks and the worker's claim need a session "
+                "on PostgreSQL itself, which a transaction-pooling PgBouncer cannot give. Fix: "
+                "set SONIQ_DIRECT_DATABASE_URL (or direct_database_url=) to a URL that reaches "
+                "PostgreSQL directly.",
+            )
+        return await self.database_url()
+
     async def connect(self, **server_settings: str) -> Any:
-        """A direct (unpooled) connection, for sessions: LISTEN and advisory locks."""
-        url = await self.database_url()
+        """A direct (unpooled) session connection: LISTEN, advisory locks, the claim loop."""
+        url = await self.session_url()
         try:
             return await asyncpg.connect(
                 url, server_settings={**self.server_settings(), **server_settings}
@@ -100,6 +117,9 @@ class Connector:
                         init=init_connection,
                         reset=skip_reset,
                         server_settings=self.server_settings(),
+                        # behind PgBouncer (transaction pooling) a named prepared statement
+                        # would be looked up on another server connection: unnamed only
+                        **({"statement_cache_size": 0} if self.settings.pgbouncer else {}),
                     )
                 except DB_ERRORS as exc:
                     raise unavailable(url, exc) from exc

@@ -2,7 +2,8 @@
 vacuum), run by every worker and by the leading scheduler.
 
 Each pass first takes its own advisory lock (transaction-level for rescue and prune, a
-session lock around the VACUUM, which cannot run in a transaction): whoever holds it does
+session lock around the VACUUM, which cannot run in a transaction, taken on a direct
+connection when the pool goes through PgBouncer): whoever holds it does
 the pass and the others skip it, so many processes running the loop cost one pass, and a
 process that dies mid-pass frees the lock with its session. Locks per pass, rather than a
 leader holding one session lock, keep maintenance working through a transaction-pooling
@@ -15,11 +16,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from soniq.db import Database, init_connection
 from soniq.errors import DB_ERRORS, SoniqError
 from soniq.queries import advisory_key
 
@@ -90,6 +93,22 @@ ANALYZE_MIN_ROWS = 20_000
 _vacuum_refused: set[str] = set()
 
 
+@asynccontextmanager
+async def _session(app: Soniq, db: Database) -> AsyncIterator[Any]:
+    """A connection that keeps a session lock: pooled, or direct behind PgBouncer (where the
+    lock and its release could otherwise land on two different server connections)."""
+    if not app.settings.pgbouncer:
+        async with db.acquire() as conn:
+            yield conn
+        return
+    conn = await app.connect()
+    try:
+        await init_connection(conn)
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def vacuum_if_needed(app: Soniq) -> bool:
     """VACUUM (or just ANALYZE) the job table when it needs it; True if something ran.
 
@@ -103,7 +122,7 @@ async def vacuum_if_needed(app: Soniq) -> bool:
     if app.schema in _vacuum_refused:
         return False
     db = await app.database()
-    async with db.acquire() as conn:
+    async with _session(app, db) as conn:
         health = await db.job_table_health(conn)
         if health is None:
             return False

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     pool_max_size: int = 20
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    pgbouncer: bool = False
+    direct_database_url: str | None = None
     # The worker's own bookkeeping (claims, outcomes) commits without waiting for the WAL
     # flush unless this is on. Enqueues always wait. See docs/concepts.md, "Durability".
     worker_synchronous_commit: bool = False
@@ -122,6 +124,11 @@ class Settings(BaseSettings):
             raise ValueError("pool_min_size must not exceed pool_max_size")
         if self.pool_max_size < 2:
             raise ValueError("pool_max_size must be at least 2")
+        if self.pgbouncer and not self.database_url:
+            raise ValueError(
+                "pgbouncer=True needs database_url (the PgBouncer URL); the embedded "
+                "server is never behind PgBouncer"
+            )
         return self
 
 
