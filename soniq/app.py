@@ -102,9 +102,10 @@ class Soniq:
         """The URL in use: the configured one, or the embedded server's (started if needed)."""
         return await self._connector.database_url()
 
-    async def connect(self, **server_settings: str) -> Any:
-        """A direct (unpooled) connection, for sessions: LISTEN and advisory locks."""
-        return await self._connector.connect(**server_settings)
+    async def connect(self, bounded: bool = True, /, **server_settings: str) -> Any:
+        """A direct (unpooled) connection, for sessions: LISTEN, advisory locks, the claim.
+        Its statements time out after the session timeout unless ``bounded=False``."""
+        return await self._connector.connect(bounded, **server_settings)
 
     async def ensure_initialized(self) -> None:
         """Open the pool (and, on the embedded default, apply migrations)."""

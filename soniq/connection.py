@@ -43,6 +43,9 @@ def unavailable(url: str, exc: BaseException) -> SoniqError:
     )
 
 
+SESSION_TIMEOUT_MIN = 5.0
+
+
 class Connector:
     """One app's URL (the configured one or the embedded server's), its direct sessions and
     its pool, opened on first use."""
@@ -89,12 +92,26 @@ class Connector:
             )
         return await self.database_url()
 
-    async def connect(self, **server_settings: str) -> Any:
-        """A direct (unpooled) session connection: LISTEN, advisory locks, the claim loop."""
+    def session_timeout(self) -> float:
+        """How long a session connection may take to connect, or to answer one of soniq's own
+        statements, before it is treated as lost. A network that silently drops packets never
+        fails a TCP connection by itself (retransmissions back off for many minutes); this
+        bound lets the worker notice, reconnect and go on. Never below the heartbeat timeout,
+        past which the worker's jobs are rescued anyway."""
+        return max(SESSION_TIMEOUT_MIN, self.settings.heartbeat_timeout)
+
+    async def connect(self, bounded: bool = True, /, **server_settings: str) -> Any:
+        """A direct (unpooled) session connection: LISTEN, advisory locks, the claim loop.
+        ``bounded``: every statement without its own timeout gets :meth:`session_timeout`
+        (off for long maintenance such as VACUUM)."""
         url = await self.session_url()
+        limit = self.session_timeout()
         try:
             return await asyncpg.connect(
-                url, server_settings={**self.server_settings(), **server_settings}
+                url,
+                timeout=limit,
+                command_timeout=limit if bounded else None,
+                server_settings={**self.server_settings(), **server_settings},
             )
         except DB_ERRORS as exc:
             raise unavailable(url, exc) from exc

@@ -101,7 +101,7 @@ async def _session(app: Soniq, db: Database) -> AsyncIterator[Any]:
         async with db.acquire() as conn:
             yield conn
         return
-    conn = await app.connect()
+    conn = await app.connect(False)  # VACUUM may take long
     try:
         await init_connection(conn)
         yield conn

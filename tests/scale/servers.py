@@ -222,3 +222,63 @@ class PgBouncer:
     def log_text(self) -> str:
         out = [p.read_text() for p in (self.log, self.root / "stdout.log") if p.exists()]
         return "\n".join(out) or "(no log)"
+
+
+class NetNamespace:
+    """A network namespace joined to the root namespace by a veth pair of its own.
+
+    The root side gets ``host_addr`` and the namespace side ``ns_addr`` (a private /30 that
+    leaves this machine never: no route or NAT is added). ``partition()`` silently drops every
+    packet between them (iptables DROP in the namespace, both directions), as a lost network
+    does: no RST, no ICMP, so only timeouts can tell.
+    """
+
+    def __init__(self, name: str, subnet: int) -> None:
+        self.name = name
+        self.host_if = f"{name[:10]}h"
+        self.ns_if = f"{name[:10]}n"
+        self.host_addr = f"10.231.{subnet}.1"
+        self.ns_addr = f"10.231.{subnet}.2"
+
+    @staticmethod
+    def available() -> str | None:
+        """None when namespaces can be made here, else why not."""
+        if os.geteuid() != 0:
+            return "network namespaces need root (CI runs as root)"
+        for tool in ("ip", "iptables"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not installed (apt-get install iproute2 iptables; .ci/run does)"
+        probe = f"soniqprobe{os.getpid()}"
+        made = run(["ip", "netns", "add", probe], check=False)
+        if made.returncode:
+            return f"cannot create a network namespace: {made.stderr.strip()}"
+        try:
+            ipt = run(["iptables", "-L", "-n"], netns=probe, check=False)
+            if ipt.returncode:
+                return f"iptables does not work in a namespace: {ipt.stderr.strip()}"
+        finally:
+            run(["ip", "netns", "del", probe], check=False)
+        return None
+
+    def create(self) -> None:
+        self.delete()
+        run(["ip", "netns", "add", self.name])
+        run(["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if])
+        run(["ip", "link", "set", self.ns_if, "netns", self.name])
+        run(["ip", "addr", "add", f"{self.host_addr}/30", "dev", self.host_if])
+        run(["ip", "link", "set", self.host_if, "up"])
+        run(["ip", "addr", "add", f"{self.ns_addr}/30", "dev", self.ns_if], netns=self.name)
+        run(["ip", "link", "set", self.ns_if, "up"], netns=self.name)
+        run(["ip", "link", "set", "lo", "up"], netns=self.name)
+
+    def partition(self) -> None:
+        run(["iptables", "-I", "OUTPUT", "-d", self.host_addr, "-j", "DROP"], netns=self.name)
+        run(["iptables", "-I", "INPUT", "-s", self.host_addr, "-j", "DROP"], netns=self.name)
+
+    def heal(self) -> None:
+        run(["iptables", "-D", "OUTPUT", "-d", self.host_addr, "-j", "DROP"], netns=self.name)
+        run(["iptables", "-D", "INPUT", "-s", self.host_addr, "-j", "DROP"], netns=self.name)
+
+    def delete(self) -> None:
+        run(["ip", "netns", "del", self.name], check=False)
+        run(["ip", "link", "del", self.host_if], check=False)

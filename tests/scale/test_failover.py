@@ -103,7 +103,8 @@ async def test_workers_follow_a_promoted_standby(
                 return int(n) == JOBS
 
             try:
-                await wait_for(all_done, timeout=120, message=f"{JOBS} jobs done on the new primary")
+                await wait_for(all_done, timeout=120,
+                               message=f"{JOBS} jobs done on the new primary")
             except AssertionError:
                 for w in workers:
                     print(f"--- worker {w.pid} ---\n{w.output()[-4000:]}")
