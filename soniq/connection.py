@@ -46,6 +46,12 @@ def unavailable(url: str, exc: BaseException) -> SoniqError:
 SESSION_TIMEOUT_MIN = 5.0
 
 
+def application_name(schema: str, role: str | None = None) -> str:
+    """``soniq:<schema>`` for the pool, ``soniq:<schema>:<role>`` for a process's own
+    sessions (claim, heartbeat, listen, scheduler), as pg_stat_activity shows them."""
+    return (f"soniq:{schema}:{role}" if role else f"soniq:{schema}")[:63]
+
+
 class Connector:
     """One app's URL (the configured one or the embedded server's), its direct sessions and
     its pool, opened on first use."""
@@ -73,7 +79,7 @@ class Connector:
 
     def server_settings(self) -> dict[str, str]:
         """Session settings: an application_name operators can find in pg_stat_activity."""
-        return {"application_name": f"soniq:{self.schema}"[:63]}
+        return {"application_name": application_name(self.schema)}
 
     async def session_url(self) -> str:
         """The URL for session features (LISTEN, session advisory locks, the worker's claim):

@@ -334,10 +334,12 @@ class Database:
     async def job_table_health(self, conn: Conn) -> Row | None:
         return await conn.fetchrow(self.q["job_table_health"], self.jobs_table)
 
-    async def job_table_vacuum(self, conn: Conn, *, full_pass: bool) -> None:
+    async def job_table_vacuum(
+        self, conn: Conn, *, full_pass: bool, timeout: float | None = None
+    ) -> None:
         """VACUUM (ANALYZE) the job table, or with ``full_pass=False`` only ANALYZE it."""
         name = "job_table_vacuum" if full_pass else "job_table_analyze"
-        await conn.execute(self.q[name].replace("{table}", self.jobs_table))
+        await conn.execute(self.q[name].replace("{table}", self.jobs_table), timeout=timeout)
 
     # -- locks -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -35,10 +35,15 @@ PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 20
 
 
-async def rescue_stale(app: Soniq) -> int:
+Acquire = Callable[[], AbstractAsyncContextManager[Any]]
+"""Where a pass gets its connection: the pool by default; a worker's own housekeeping
+connection (see heartbeat.py) so maintenance costs it no connection."""
+
+
+async def rescue_stale(app: Soniq, acquire: Acquire | None = None) -> int:
     """Put back (or dead-letter) the jobs of workers silent past ``heartbeat_timeout``."""
     db = await app.database()
-    async with db.acquire() as conn, conn.transaction():
+    async with (acquire or db.acquire)() as conn, conn.transaction():
         if not await db.lock_try_xact(conn, advisory_key(app.schema, "rescue")):
             return 0
         rows = await db.job_rescue_stale(conn, app.settings.heartbeat_timeout)
@@ -49,16 +54,19 @@ async def rescue_stale(app: Soniq) -> int:
     return len(rows)
 
 
-async def prune(app: Soniq) -> tuple[int, int]:
+async def prune(app: Soniq, acquire: Acquire | None = None) -> tuple[int, int]:
     """Delete finished jobs older than ``result_ttl`` and periodic tick rows older than
     ``result_ttl`` (at least an hour), each in bounded batches, and old worker rows.
 
     Returns (jobs deleted, worker rows deleted).
     """
     db = await app.database()
-    jobs = await _in_batches(app, db.job_prune_finished, app.settings.result_ttl)
-    ticks = await _in_batches(app, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0))
-    async with db.acquire() as conn:
+    acquire = acquire or db.acquire
+    jobs = await _in_batches(app, acquire, db.job_prune_finished, app.settings.result_ttl)
+    ticks = await _in_batches(
+        app, acquire, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0)
+    )
+    async with acquire() as conn:
         workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
     if jobs or workers or ticks:
         log.info(
@@ -71,14 +79,17 @@ async def prune(app: Soniq) -> tuple[int, int]:
 
 
 async def _in_batches(
-    app: Soniq, delete: Callable[[Any, float, int], Awaitable[int]], older_than: float
+    app: Soniq,
+    acquire: Acquire,
+    delete: Callable[[Any, float, int], Awaitable[int]],
+    older_than: float,
 ) -> int:
     """Run ``delete`` (rows older than ``older_than`` s, at most a batch) up to
     PRUNE_MAX_BATCHES times, each in its own short transaction under the prune lock."""
     db = await app.database()
     total = 0
     for _ in range(PRUNE_MAX_BATCHES):
-        async with db.acquire() as conn, conn.transaction():
+        async with acquire() as conn, conn.transaction():
             if not await db.lock_try_xact(conn, advisory_key(app.schema, "prune")):
                 break
             n = await delete(conn, older_than, PRUNE_BATCH)
@@ -109,7 +120,9 @@ async def _session(app: Soniq, db: Database) -> AsyncIterator[Any]:
         await conn.close()
 
 
-async def vacuum_if_needed(app: Soniq) -> bool:
+async def vacuum_if_needed(
+    app: Soniq, acquire: Acquire | None = None, budget: float | None = None
+) -> bool:
     """VACUUM (or just ANALYZE) the job table when it needs it; True if something ran.
 
     Every claim and outcome leaves a dead row version and a dead entry at the head of the claim
@@ -117,12 +130,13 @@ async def vacuum_if_needed(app: Soniq) -> bool:
     would step over more and more of them. A table never analysed (a fresh schema filled in
     one burst) gets plans built on guesses; one ANALYZE fixes that. One process at a time
     (advisory lock) does either. Needs the table's owner (or MAINTAIN); without it this logs
-    once and stops trying.
+    once and stops trying. ``budget``: seconds the statement may take (then it is cancelled
+    and tried again later).
     """
     if app.schema in _vacuum_refused:
         return False
     db = await app.database()
-    async with _session(app, db) as conn:
+    async with (acquire or (lambda: _session(app, db)))() as conn:
         health = await db.job_table_health(conn)
         if health is None:
             return False
@@ -135,7 +149,7 @@ async def vacuum_if_needed(app: Soniq) -> bool:
         if not await db.lock_try(conn, key):
             return False
         try:
-            await db.job_table_vacuum(conn, full_pass=full_pass)
+            await db.job_table_vacuum(conn, full_pass=full_pass, timeout=budget)
         except asyncpg.InsufficientPrivilegeError as exc:
             _vacuum_refused.add(app.schema)
             log.warning("cannot VACUUM %s (%s); leaving it to autovacuum", db.jobs_table, exc)
@@ -163,9 +177,17 @@ class Maintenance:
     the VACUUM check every few seconds, pruning ten times less often than rescue (at least
     once a minute). ``on_rescued`` is called when a rescue put jobs back in the queue."""
 
-    def __init__(self, app: Soniq, on_rescued: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Soniq,
+        on_rescued: Callable[[], None] | None = None,
+        acquire: Acquire | None = None,
+        budget: float | None = None,
+    ) -> None:
         self.app = app
         self.on_rescued = on_rescued
+        self.acquire = acquire
+        self.budget = budget  # seconds one run_due may take, when set
         interval = app.settings.cleanup_interval
         self.periods = {
             "rescue": interval,
@@ -183,25 +205,34 @@ class Maintenance:
             await asyncio.sleep(tick)
 
     async def run_due(self) -> None:
-        """Run every pass whose period has passed since it last ran."""
+        """Run every pass whose period has passed since it last ran; with a ``budget``, stop
+        once it is spent (the passes left run at the next call) and give no pass more than
+        what is left of it."""
+        deadline = time.monotonic() + self.budget if self.budget is not None else math.inf
         for name, period in self.periods.items():
             now = time.monotonic()
             if now - self._last[name] < period - 1e-3:
                 continue
+            if now >= deadline:
+                return
             self._last[name] = now
             try:
-                await self._pass(name)
+                await self._pass(name, deadline - now)
             except _EXPECTED as exc:
-                log.warning("maintenance (%s) failed: %s", name, exc)
+                log.warning("maintenance (%s) failed: %r", name, exc)
             except Exception:
                 log.exception("maintenance (%s) failed", name)
 
-    async def _pass(self, name: str) -> None:
+    async def _pass(self, name: str, left: float) -> None:
         if name == "rescue":
-            if await asyncio.wait_for(rescue_stale(self.app), RESCUE_TIMEOUT):
-                if self.on_rescued is not None:
-                    self.on_rescued()
+            rescued = await asyncio.wait_for(
+                rescue_stale(self.app, self.acquire), min(RESCUE_TIMEOUT, left)
+            )
+            if rescued and self.on_rescued is not None:
+                self.on_rescued()
         elif name == "prune":
-            await asyncio.wait_for(prune(self.app), PRUNE_TIMEOUT)
+            await asyncio.wait_for(prune(self.app, self.acquire), min(PRUNE_TIMEOUT, left))
         else:
-            await vacuum_if_needed(self.app)
+            await vacuum_if_needed(
+                self.app, self.acquire, None if math.isinf(left) else left
+            )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from soniq.aio import cancel_and_wait, retry_delay
+from soniq.connection import application_name
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -118,7 +119,9 @@ class Notifier:
             lost = asyncio.Event()
             conn = None
             try:
-                conn = await self.app.connect()
+                conn = await self.app.connect(
+                    application_name=application_name(self.app.schema, "listen")
+                )
                 conn.add_termination_listener(_setter(lost))
                 self._listening = set()
                 for channel in list(self._subs):

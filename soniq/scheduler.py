@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from soniq.aio import cancel_and_wait, wait_event
+from soniq.connection import application_name
 from soniq.db import Conn, Database
 from soniq.enqueue import NewJob, schedule_job
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
@@ -88,7 +89,9 @@ class Scheduler:
         while not shutdown_event.is_set():
             conn: Conn | None = None
             try:
-                conn = await self.app.connect()
+                conn = await self.app.connect(
+                    application_name=application_name(self.app.schema, "scheduler")
+                )
                 await self._session(conn, shutdown_event)
                 failures = 0
             except asyncio.CancelledError:

@@ -105,7 +105,6 @@ class Settings(BaseSettings):
             "result_ttl",
             "snooze_max_seconds",
             "sync_handler_pool_size",
-            "pool_min_size",
             "pool_max_size",
         ]
         for name in positive:
@@ -120,6 +119,8 @@ class Settings(BaseSettings):
                 "heartbeat_timeout must be greater than heartbeat_interval "
                 f"(got {self.heartbeat_timeout} <= {self.heartbeat_interval})"
             )
+        if self.pool_min_size < 0:
+            raise ValueError("pool_min_size must be 0 or more")
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("pool_min_size must not exceed pool_max_size")
         if self.pool_max_size < 2:

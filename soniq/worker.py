@@ -27,11 +27,11 @@ from ulid import ULID
 
 from soniq import logs
 from soniq.aio import retry_delay, wait_event
+from soniq.connection import application_name
 from soniq.db import init_connection
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.heartbeat import Heartbeat
 from soniq.jobs import Task
-from soniq.maintenance import Maintenance
 from soniq.outcomes import EMPTY_BATCH, Batch, Reporter
 from soniq.runner import CANCEL_GRACE, ClaimedJob, Runner
 from soniq.scheduler import Scheduler
@@ -152,7 +152,14 @@ class Worker:
             ",".join(self.queues) if self.queues else "all",
             len(app.tasks),
         )
-        heartbeat = Heartbeat(app, self.worker_id, lambda: len(self.running), self._register_on)
+        heartbeat = Heartbeat(
+            app,
+            self.worker_id,
+            lambda: len(self.running),
+            self._register_on,
+            maintain=not self.run_once,
+            on_rescued=self.more_work.set,
+        )
         self._side = [
             asyncio.create_task(heartbeat.run(), name="soniq-heartbeat"),
             asyncio.create_task(self._watch_stop(), name="soniq-stop"),
@@ -165,8 +172,6 @@ class Worker:
                     self.more_work.set()
 
             self._wakeups = app.notifier.subscribe(self.db.channel, on_notify, self.more_work.set)
-            maintenance = Maintenance(app, on_rescued=self.more_work.set)
-            self._side.append(asyncio.create_task(maintenance.run(), name="soniq-maintenance"))
             if self.with_scheduler:
                 scheduler = Scheduler(app, maintain=False)  # this worker already maintains
                 self._side.append(
@@ -184,11 +189,15 @@ class Worker:
         )
 
     async def _register(self) -> None:
+        """Register on the claim connection (the pool is for handlers; the worker's own
+        statements use its own connections)."""
         try:
-            async with self.db.acquire() as conn:
-                await self._register_on(conn)
+            await self._register_on(await self._connection())
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             raise schema_missing(self.app.schema) from None
+        except DB_ERRORS:
+            await self._drop_connection()
+            raise
 
     async def _retry_db(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
         failures = 0
@@ -280,7 +289,11 @@ class Worker:
             self._conn = None
             sync = "on" if self.app.settings.worker_synchronous_commit else "off"
             try:
-                conn = await self.app.connect(synchronous_commit=sync, **CLAIM_PLANNER)
+                conn = await self.app.connect(
+                    application_name=application_name(self.app.schema, "claim"),
+                    synchronous_commit=sync,
+                    **CLAIM_PLANNER,
+                )
             except SoniqError as exc:  # unreachable: retried like any lost connection
                 raise ConnectionError(exc.message) from exc
             await init_connection(conn)
@@ -418,11 +431,11 @@ class Worker:
             t.cancel()
         await asyncio.gather(*self._side, return_exceptions=True)
         try:
-            async with self.db.acquire() as conn:
-                if leftover:
-                    back = await self.db.job_return_many(conn, self.worker_id, leftover)
-                    log.info("returned %d unfinished job(s) to the queue", len(back))
-                await self.db.worker_stop(conn, self.worker_id)
+            conn = await self._connection()
+            if leftover:
+                back = await self.db.job_return_many(conn, self.worker_id, leftover)
+                log.info("returned %d unfinished job(s) to the queue", len(back))
+            await self.db.worker_stop(conn, self.worker_id)
         except DB_ERRORS as exc:
             log.warning("could not mark worker stopped (%s); rescue will return its jobs", exc)
         await self._close_connection()

@@ -14,15 +14,15 @@ from soniq import Soniq, maintenance
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
 
-    async def rescue(app: Any) -> int:
+    async def rescue(app: Any, *_: Any) -> int:
         seen.append("rescue")
         return 2
 
-    async def prune(app: Any) -> tuple[int, int]:
+    async def prune(app: Any, *_: Any) -> tuple[int, int]:
         seen.append("prune")
         raise OSError("database went away")  # a failing pass must not stop the others
 
-    async def vacuum(app: Any) -> bool:
+    async def vacuum(app: Any, *_: Any) -> bool:
         seen.append("vacuum")
         return False
 

@@ -68,7 +68,7 @@ def test_every_api_setting_exists() -> None:
         {"result_ttl": 0},
         {"snooze_max_seconds": -1},
         {"sync_handler_pool_size": 0},
-        {"pool_min_size": 0},
+        {"pool_min_size": -1},
         {"pool_max_size": 0},
         {"pool_min_size": 10, "pool_max_size": 5},
         {"job_timeout": 0},
