@@ -24,6 +24,8 @@ FULL = {
     "drain_shallow": 1_000,
     "drain_shallow_rounds": 9,
     "latency_jobs": 500,
+    "scale": 200_000,
+    "scale_many": 32,  # workers of concurrency 4
 }
 QUICK = {
     **FULL,
@@ -38,6 +40,8 @@ QUICK = {
     "drain_deep": 20_000,
     "drain_shallow_rounds": 3,
     "latency_jobs": 150,
+    "scale": 20_000,
+    "scale_many": 16,
 }
 
 

@@ -45,6 +45,8 @@ class WorkerProcess:
     url: str
     schema: str
     profile: Path | None = None
+    concurrency: int = CONCURRENCY
+    tag: str = ""  # tells apart the logs of several workers on one schema
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
     rss: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes)
@@ -62,9 +64,9 @@ class WorkerProcess:
             SONIQ_JOBS_MODULES="benchmarks.jobs",
             PYTHONPATH=os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p),
         )
-        cmd = [*soniq_command(), "worker", "--concurrency", str(CONCURRENCY)]
+        cmd = [*soniq_command(), "worker", "--concurrency", str(self.concurrency)]
         RESULTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = RESULTS / f"worker-{self.schema}.log"
+        self.log_path = RESULTS / f"worker-{self.schema}{self.tag}.log"
         log = self.log_path.open("wb")
         started = time.time()
         self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=log)
@@ -240,8 +242,9 @@ async def _watch_backends(url: str, schema: str, seen: Counter[str]) -> None:
         while True:
             rows = await conn.fetch(
                 "SELECT state, wait_event_type, wait_event, left(query, 40) AS query "
-                "FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                f"soniq:{schema}",
+                "FROM pg_stat_activity WHERE application_name LIKE $1 "
+                "AND pid <> pg_backend_pid()",
+                f"soniq:{schema}%",
             )
             for r in rows:
                 what = r["state"] or "?"

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, drain, enqueue
+from benchmarks import ceiling, drain, enqueue, scale
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency")
+OPT_IN = ("scale",)  # minutes long: run with --only scale
 
 
 async def database_url(given: str | None) -> str:
@@ -151,6 +152,9 @@ async def run(args: argparse.Namespace) -> list[Result]:
         lat.target = "p50 <= 3 ms, p99 <= 10 ms"
         lat.passed = lat.extra["p50_ms"] <= 3.0 and lat.extra["p99_ms"] <= 10.0
         show(lat)
+
+    if "scale" in groups:
+        show(*await scale.scale(url, counts["scale"], (counts["scale_many"], 4)))
     return rows
 
 
@@ -201,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url", help="PostgreSQL to use (default: embedded, data in .soniq-bench/)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--only", help=f"comma-separated groups among {','.join(GROUPS)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated groups among {','.join(GROUPS + OPT_IN)} (default: all but "
+        f"{','.join(OPT_IN)}, which takes minutes)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
