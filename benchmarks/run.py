@@ -154,7 +154,10 @@ async def run(args: argparse.Namespace) -> list[Result]:
         show(lat)
 
     if "scale" in groups:
-        show(*await scale.scale(url, counts["scale"], (counts["scale_many"], 4)))
+        scaled = await scale.scale(url, counts["scale"], (counts["scale_many"], 4))
+        show(*scaled)
+        print(f"  {scaled[-1].key}: active sessions waited on "
+              f"{scaled[-1].extra['active_session_samples']}", flush=True)
     return rows
 
 
