@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from soniq.enqueue import NewJob, NewJobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.lanes import Lanes
 from soniq.outcomes import Batch
-from soniq.queries import _raw_queries, advisory_key, load_queries, quote_ident
+from soniq.queries import _raw_queries, advisory_key, load_queries, query, quote_ident
 
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
 Row = Any
@@ -424,3 +425,48 @@ class Database:
     async def periodic_tick_prune(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
         return len(rows)
+
+
+# -- enqueue on a DB-API connection (psycopg 3, Django): the same named queries ---------------
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def pyformat(sql: str) -> tuple[str, list[int]]:
+    """``sql`` with asyncpg's ``$n`` placeholders as DB-API ``%s`` (and ``%`` doubled), and
+    for each ``%s`` the 0-based index of the parameter it takes."""
+    order: list[int] = []
+
+    def sub(m: re.Match[str]) -> str:
+        order.append(int(m.group(1)) - 1)
+        return "%s"
+
+    return _PLACEHOLDER.sub(sub, sql.replace("%", "%%")), order
+
+
+def _dbapi_fetchval(cursor: Any, name: str, schema: str, *args: Any) -> Any:
+    sql, order = pyformat(query(name, schema))
+    cursor.execute(sql, [args[i] for i in order])
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def job_insert_dbapi(cursor: Any, schema: str, job: NewJob) -> str:
+    """``Database.job_insert`` on a DB-API cursor (its connection's transaction), with the
+    same named queries: one statement, or two when an active job holds the dedup key."""
+    channel = f"soniq_{schema}"
+    if job.dedup_key is None:
+        _dbapi_fetchval(
+            cursor, "job_insert_plain", schema, *job.columns(), job.scheduled_at, channel
+        )
+        return job.id
+    for _ in range(10):
+        got = _dbapi_fetchval(
+            cursor, "job_insert", schema, *job.columns(), job.scheduled_at, job.dedup_key, channel
+        )
+        if got is not None:
+            return str(got)
+        existing = _dbapi_fetchval(cursor, "job_get_active_by_dedup_key", schema, job.dedup_key)
+        if existing is not None:
+            return str(existing)
+    raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands; retry")
