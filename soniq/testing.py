@@ -279,3 +279,5 @@ def _fixture() -> Any:
 
 
 soniq_testing = _fixture() if "pytest" in sys.modules else None
+
+testing_mode.__test__ = False  # type: ignore[attr-defined]  # not a test, for pytest
