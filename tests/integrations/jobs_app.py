@@ -16,3 +16,11 @@ async def ship(order_id: int) -> str:
 @app.job(name="flaky", retries=1)
 async def flaky(order_id: int) -> None:
     raise ValueError(f"flaky {order_id}")
+
+
+@app.job(name="slow")
+async def slow(seconds: float) -> str:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return "finished"
