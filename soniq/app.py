@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import migrate
+from soniq import migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -270,7 +270,11 @@ class Soniq:
         if connection is not None and type(connection) is not _ASYNCPG_CONN:
             connection = await as_asyncpg(connection)  # SQLAlchemy, or an error naming those
         try:
-            job_id = await db.job_insert(connection, job)
+            if otel.active():  # a dictionary look-up while no tracer provider is set
+                with otel.producer(job.queue, job.job_name, job_id=job.id) as trace:
+                    job_id = await db.job_insert_traced(connection, job, trace)
+            else:
+                job_id = await db.job_insert(connection, job)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         if job_id == job.id:  # else an active job held its dedup key: nothing was inserted
@@ -298,7 +302,11 @@ class Soniq:
         if connection is not None:
             connection = await as_asyncpg(connection)
         try:
-            await db.job_insert_many(connection, jobs)
+            if otel.active():
+                with otel.producer(jobs.queue, jobs.job_name, count=len(jobs.ids)) as trace:
+                    await db.job_insert_many_traced(connection, jobs, trace)
+            else:
+                await db.job_insert_many(connection, jobs)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         for observer in self.observers:

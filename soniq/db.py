@@ -192,6 +192,36 @@ class Database:
         )
         return int(status.rsplit(" ", 1)[-1])
 
+    async def job_insert_traced(self, conn: Conn | None, job: NewJob, trace: str) -> str:
+        """``job_insert`` storing the W3C trace context ``trace`` (JSON text) on the job
+        (soniq.otel); returns its id or that of the active job holding its dedup key."""
+        runner = conn if conn is not None else self.pool
+        args = (*job.columns(), job.scheduled_at, job.dedup_key, self.channel, trace)
+        for _ in range(10):
+            got = await runner.fetchval(self.q["job_insert_traced"], *args)
+            if got is not None:
+                return str(got)
+            assert job.dedup_key is not None  # only a dedup conflict inserts nothing
+            existing = await self.job_get_active_by_dedup_key(conn, job.dedup_key)
+            if existing is not None:
+                return str(existing)
+        raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands")
+
+    async def job_insert_many_traced(self, conn: Conn | None, jobs: NewJobs, trace: str) -> None:
+        """``job_insert_many`` with the trace context ``trace`` on every job."""
+        await (conn if conn is not None else self.pool).execute(
+            self.q["job_insert_many_traced"],
+            "{" + ",".join(jobs.ids) + "}",
+            jobs.job_name,
+            jobs.queue,
+            jobs.priority,
+            jobs.args,
+            jobs.max_attempts,
+            jobs.scheduled_at,
+            self.channel,
+            trace,
+        )
+
     # -- worker hot path -------------------------------------------------------------------
 
     def claim_query(self, limit: int, queues: Sequence[str] | None) -> str:
