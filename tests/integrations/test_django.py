@@ -3,6 +3,7 @@ commits or rolls back with transaction.atomic(), and a `soniq worker` runs what 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -27,7 +28,8 @@ async def test_django_commit_runs_rollback_writes_nothing(
     app: Soniq, pg_url: str, schema_name: str
 ) -> None:
     env = env_for(pg_url, schema_name)
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "tests.integrations.django_site"],
         env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
@@ -39,7 +41,8 @@ async def test_django_commit_runs_rollback_writes_nothing(
     assert kept is not None and kept["status"] is JobStatus.QUEUED
     assert kept["job_name"] == "ship" and kept["args"] == {"order_id": 1}
 
-    worker = subprocess.run(
+    worker = await asyncio.to_thread(
+        subprocess.run,
         [SONIQ_BIN, "worker", "--jobs-modules", "tests.integrations.jobs_app", "--run-once"],
         env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip

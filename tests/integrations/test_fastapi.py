@@ -50,7 +50,8 @@ async def test_uvicorn_with_worker_runs_jobs_and_drains(
     env.update(SONIQ_DATABASE_URL=pg_url, SONIQ_SCHEMA=schema_name, PYTHONPATH=str(ROOT),
                SONIQ_SHUTDOWN_TIMEOUT="20")  # fmt: skip
     log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
         [sys.executable, "-m", "uvicorn", "tests.integrations.fastapi_site:web",
          "--port", str(port), "--log-level", "info"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@ spans to a file; the worker's CONSUMER spans continue the producer's trace."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -46,7 +47,8 @@ async def test_worker_span_continues_the_producer_trace(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SONIQ_")}
     env.update(SONIQ_DATABASE_URL=pg_url, SONIQ_SCHEMA=schema_name, PYTHONPATH=str(ROOT))
     produced, consumed = tmp_path / "producer.jsonl", tmp_path / "worker.jsonl"
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", PRODUCER], env={**env, "SONIQ_TEST_SPANS": str(produced)},
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
@@ -54,7 +56,8 @@ async def test_worker_span_continues_the_producer_trace(
     ids = json.loads(proc.stdout.strip().splitlines()[-1])
     job = await app.get_job(ids["one"])
     assert job is not None
-    worker = subprocess.run(
+    worker = await asyncio.to_thread(
+        subprocess.run,
         [SONIQ_BIN, "worker", "--jobs-modules", "tests.integrations.otel_jobs", "--run-once"],
         env={**env, "SONIQ_TEST_SPANS": str(consumed)},
         capture_output=True, text=True, timeout=60, cwd=ROOT,
