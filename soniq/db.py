@@ -500,3 +500,9 @@ def job_insert_dbapi(cursor: Any, schema: str, job: NewJob) -> str:
         if existing is not None:
             return str(existing)
     raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands; retry")
+
+
+async def begin_sqlalchemy(conn: Any) -> None:
+    """Make a SQLAlchemy ``AsyncConnection`` begin its driver's transaction (it does so
+    lazily, at the first statement): one ping through it."""
+    await conn.exec_driver_sql(_raw_queries()["connection_ping"])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from soniq.db import job_insert_dbapi
+from soniq.db import begin_sqlalchemy, job_insert_dbapi
 from soniq.enqueue import NewJob, new_job
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 
@@ -83,7 +83,7 @@ async def _sqlalchemy(conn: Any) -> Any:
         )
     if conn.in_transaction() and not driver.is_in_transaction():
         # SQLAlchemy begins the driver's transaction lazily, at the first statement
-        await conn.exec_driver_sql("SELECT 1")
+        await begin_sqlalchemy(conn)
     return driver
 
 

@@ -17,6 +17,7 @@ application that configured a provider already has).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from typing import Any
 from soniq.states import Kind, Outcome
 
 SYSTEM = "soniq"
+# a provider named in the environment is loaded by the API on first use
+_env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 _on = False  # a real provider was seen: it cannot be unset, so the answer stays True
 
 
@@ -36,6 +39,8 @@ def active() -> bool:
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return False
+    if getattr(trace, "_TRACER_PROVIDER", 0) is None and not _env_provider:
+        return False  # the API is loaded but nobody set a provider (the cheap answer)
     provider = trace.get_tracer_provider()
     if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
         return False
