@@ -481,10 +481,16 @@ def _dbapi_fetchval(cursor: Any, name: str, schema: str, *args: Any) -> Any:
     return None if row is None else row[0]
 
 
-def job_insert_dbapi(cursor: Any, schema: str, job: NewJob) -> str:
+def job_insert_dbapi(cursor: Any, schema: str, job: NewJob, trace: str | None = None) -> str:
     """``Database.job_insert`` on a DB-API cursor (its connection's transaction), with the
-    same named queries: one statement, or two when an active job holds the dedup key."""
+    same named queries: one statement, or two when an active job holds the dedup key.
+    ``trace``: the W3C context to store (``job_insert_traced``), when tracing."""
     channel = f"soniq_{schema}"
+    if trace is not None:
+        args = (*job.columns(), job.scheduled_at, job.dedup_key, channel, trace)
+        got = _dbapi_fetchval(cursor, "job_insert_traced", schema, *args)
+        if got is not None or job.dedup_key is None:
+            return job.id
     if job.dedup_key is None:
         _dbapi_fetchval(
             cursor, "job_insert_plain", schema, *job.columns(), job.scheduled_at, channel

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from soniq import otel
 from soniq.db import begin_sqlalchemy, job_insert_dbapi
 from soniq.enqueue import NewJob, new_job
 from soniq.errors import ENQUEUE_INVALID, SoniqError
@@ -100,7 +101,11 @@ def enqueue_dbapi(
     """Enqueue on a DB-API connection (psycopg 3 or Django's), in its transaction."""
     job = build_job(app, target, args, kw)
     with conn.cursor() as cursor:
-        job_id = job_insert_dbapi(cursor, app.schema, job)
+        if otel.active():
+            with otel.producer(job.queue, job.job_name, job_id=job.id) as trace:
+                job_id = job_insert_dbapi(cursor, app.schema, job, trace)
+        else:
+            job_id = job_insert_dbapi(cursor, app.schema, job)
     if job_id == job.id:
         for observer in app.observers:
             observer.job_enqueued(job.queue, job.job_name, 1)

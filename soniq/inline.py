@@ -179,8 +179,10 @@ class InlineJobs:
     def _tools(self) -> tuple[Runner, Reporter]:
         if self._runner is None or self._reporter is None:
             settings = self.app.settings
+            # sync handlers that enqueue nest threads: room for the depth limit to speak first
             self._executor = ThreadPoolExecutor(
-                settings.sync_handler_pool_size, thread_name_prefix="soniq-inline"
+                max(settings.sync_handler_pool_size, MAX_DEPTH + 2),
+                thread_name_prefix="soniq-inline",
             )
             self._runner = Runner(
                 self.app.registry, settings, WORKER_ID, self._executor, self._late

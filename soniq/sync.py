@@ -1,7 +1,8 @@
 """``app.sync``: the app's async methods for code without an event loop (Flask, scripts).
 
 Each call runs the async method on a private event loop in a daemon thread (started on
-first use, one per app), so it is safe from any number of threads at once. Any async method
+first use, one per app), so it is safe from any number of threads at once; the caller's
+context variables (say, the current OpenTelemetry span) go along. Any async method
 of the app is available under the same name and arguments (``app.sync.enqueue``,
 ``get_job``, ``get_result``, ``wait``, ...). ``enqueue(..., connection=conn)`` with a
 psycopg 3 connection runs in the calling thread, on that connection, in its transaction.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import inspect
 import threading
 import weakref
@@ -70,7 +72,9 @@ class SyncApp:
                 "app.sync.* was called from inside soniq's own sync loop; await the async "
                 "method instead",
             )
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        # the caller's context variables go along (an OpenTelemetry span, testing depth)
+        ctx = contextvars.copy_context()
+        return asyncio.run_coroutine_threadsafe(_in_context(ctx, coro), loop).result()
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -106,6 +110,11 @@ class SyncApp:
             thread.join(timeout)
             if not thread.is_alive():
                 loop.close()
+
+
+async def _in_context(ctx: contextvars.Context, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coro`` as a task running in (a copy of) ``ctx``."""
+    return await ctx.run(asyncio.get_running_loop().create_task, coro)
 
 
 _open: weakref.WeakSet[SyncApp] = weakref.WeakSet()

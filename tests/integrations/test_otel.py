@@ -31,9 +31,18 @@ async def main():
         many = await app.enqueue_many(ship, [{"order_id": 2}, {"order_id": 3}])
     plain = await ship.enqueue(order_id=4)  # no current span: a trace of its own
     await app.close()
-    print(json.dumps({"one": one, "bad": bad, "many": many, "plain": plain}))
+    return {"one": one, "bad": bad, "many": many, "plain": plain}
 
-asyncio.run(main())
+ids = asyncio.run(main())
+
+# sync callers: the caller thread's span is the parent; psycopg's path stores the context too
+import os, psycopg
+with trace.get_tracer("web").start_as_current_span("GET /sync"):
+    ids["sync"] = app.sync.enqueue(ship, order_id=5)
+    with psycopg.connect(os.environ["SONIQ_DATABASE_URL"]) as conn, conn.transaction():
+        ids["psycopg"] = app.sync.enqueue(ship, order_id=6, connection=conn)
+app.sync.close()
+print(json.dumps(ids))
 """
 
 
@@ -67,8 +76,8 @@ async def test_worker_span_continues_the_producer_trace(
     p = spans(produced)
     request = next(s for s in p if s["name"] == "POST /orders")
     sends = [s for s in p if s["kind"] == "PRODUCER"]
-    assert [s["name"] for s in sends] == ["send default"] * 4
-    send_one, send_bad, send_many, send_plain = sends
+    assert [s["name"] for s in sends] == ["send default"] * 6
+    send_one, send_bad, send_many, send_plain = sends[:4]
     for s in (send_one, send_bad, send_many):
         assert s["trace_id"] == request["trace_id"] and s["parent"] == request["span_id"]
     assert send_one["attributes"] == {
@@ -106,6 +115,12 @@ async def test_worker_span_continues_the_producer_trace(
     for job_id in ids["many"]:
         (s,) = by_id[job_id]
         assert s["parent"] == send_many["span_id"] and s["trace_id"] == request["trace_id"]
+    sync_request = next(s for s in p if s["name"] == "GET /sync")
+    for key in ("sync", "psycopg"):
+        (send,) = [s for s in sends if s["attributes"].get("messaging.message.id") == ids[key]]
+        assert send["parent"] == sync_request["span_id"]
+        (s,) = by_id[ids[key]]
+        assert s["trace_id"] == sync_request["trace_id"] and s["parent"] == send["span_id"]
     (plain,) = by_id[ids["plain"]]
     assert plain["trace_id"] == send_plain["trace_id"] and plain["parent"] == send_plain["span_id"]
 

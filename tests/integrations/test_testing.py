@@ -300,3 +300,33 @@ def test_pytest_plugin_loads_with_p(tmp_path: Any) -> None:
     assert missing.returncode != 0 and "soniq_testing" in missing.stdout  # never auto-loaded
     assert time.monotonic() - started < 60
     assert ROOT.exists()
+
+
+async def test_inline_sync_handlers_enqueue_through_app_sync() -> None:
+    app = inline_app()
+    order: list[str] = []
+
+    @app.job()
+    def leaf(n: int) -> int:
+        order.append(f"leaf {n}")
+        return n
+
+    @app.job()
+    def branch() -> None:
+        order.append("branch")
+        app.sync.enqueue(leaf, n=1)
+
+    @app.job(retries=0)
+    def loop(n: int) -> None:
+        app.sync.enqueue(loop, n=n + 1)
+
+    try:
+        await branch.enqueue()
+        assert order == ["branch", "leaf 1"]
+        # a sync handler enqueueing itself: stopped by the depth limit, no hang
+        first = await asyncio.wait_for(loop.enqueue(n=1), 30)
+        jobs = await app.list_jobs(job_name=loop.__soniq_task__.name, limit=1000)
+        assert len(jobs) == MAX_DEPTH and (await app.get_job(first) or {})["status"] == "done"
+        assert f"nested {MAX_DEPTH} deep" in jobs[0]["last_error"]
+    finally:
+        await asyncio.to_thread(app.sync.close)
