@@ -13,14 +13,25 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from soniq import JobStatus, Soniq
 from tests.conftest import ROOT
+from tests.integrations.test_sync import _drop
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
+from fastapi import Request  # a module global: FastAPI resolves annotations here
+
+
+@pytest.fixture
+def sync_schema(pg_url: str) -> Iterator[str]:
+    name = f"f_{uuid.uuid4().hex[:12]}"
+    yield name
+    _drop(pg_url, name)
 
 
 def free_port() -> int:
@@ -95,3 +106,35 @@ async def test_uvicorn_with_worker_runs_jobs_and_drains(
             proc.wait(10)
         log.seek(0)
         print(log.read())
+
+
+def test_lifespan_without_worker_opens_and_closes(pg_url: str, sync_schema: str) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from soniq.contrib.fastapi import lifespan
+
+    app = Soniq(pg_url, schema=sync_schema)
+
+    @app.job(name="note")
+    async def note(text: str) -> None:
+        pass
+
+    web = FastAPI(lifespan=lifespan(app))
+
+    @web.post("/notes")
+    async def add(request: Request) -> dict[str, object]:
+        soniq: Soniq = request.state.soniq
+        await soniq.setup()
+        job_id = await note.enqueue(text="hi")
+        return {"job_id": job_id, "same": soniq is app, "open": app._db is not None}
+
+    with TestClient(web) as client:
+        body = client.post("/notes").json()
+        assert body["same"] and body["open"]
+    assert app._db is None  # closed at shutdown
+    job = app.sync.get_job(body["job_id"])
+    assert job is not None and job["status"] is JobStatus.QUEUED  # no worker: not run
+    app.sync.close()
+    with pytest.raises(TypeError):
+        lifespan(app, shutdown_event=asyncio.Event())
