@@ -508,6 +508,26 @@ def job_insert_dbapi(cursor: Any, schema: str, job: NewJob, trace: str | None = 
     raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands; retry")
 
 
+def job_insert_many_dbapi(
+    cursor: Any, schema: str, jobs: NewJobs, trace: str | None = None
+) -> None:
+    """``Database.job_insert_many`` (or its traced twin) on a DB-API cursor."""
+    name = "job_insert_many" if trace is None else "job_insert_many_traced"
+    sql, order = pyformat(query(name, schema))
+    args = [
+        "{" + ",".join(jobs.ids) + "}",
+        jobs.job_name,
+        jobs.queue,
+        jobs.priority,
+        jobs.args,
+        jobs.max_attempts,
+        jobs.scheduled_at,
+        f"soniq_{schema}",
+        trace,
+    ]
+    cursor.execute(sql, [args[i] for i in order])
+
+
 async def begin_sqlalchemy(conn: Any) -> None:
     """Make a SQLAlchemy ``AsyncConnection`` begin its driver's transaction (it does so
     lazily, at the first statement): one ping through it."""

@@ -19,8 +19,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from soniq import otel
-from soniq.db import begin_sqlalchemy, job_insert_dbapi
-from soniq.enqueue import NewJob, new_job
+from soniq.db import begin_sqlalchemy, job_insert_dbapi, job_insert_many_dbapi
+from soniq.enqueue import NewJob, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 
 if TYPE_CHECKING:
@@ -61,8 +61,9 @@ async def as_asyncpg(conn: Any) -> Any:
     if is_psycopg(conn):
         raise SoniqError(
             ENQUEUE_INVALID,
-            "a psycopg connection is synchronous: enqueue on it with app.sync.enqueue("
-            "..., connection=conn); await app.enqueue takes " + SUPPORTED.split("; ")[0],
+            "a psycopg connection is synchronous: enqueue on it with app.sync.enqueue(..., "
+            "connection=conn) or app.sync.enqueue_many; await app.enqueue takes "
+            + SUPPORTED.split("; ")[0],
         )
     raise unsupported(conn)
 
@@ -110,3 +111,26 @@ def enqueue_dbapi(
         for observer in app.observers:
             observer.job_enqueued(job.queue, job.job_name, 1)
     return job_id
+
+
+def enqueue_many_dbapi(
+    app: Soniq, conn: Any, target: Any, args_list: Any, kw: dict[str, Any]
+) -> list[str]:
+    """``enqueue_many`` on a DB-API connection (psycopg 3), in its transaction."""
+    unknown = kw.keys() - {"queue", "priority", "scheduled_at"}
+    if unknown:
+        raise TypeError(f"enqueue_many() got unexpected keyword argument(s) {sorted(unknown)}")
+    jobs = new_jobs(
+        app.registry, app.settings, target, args_list, *(kw.get(k) for k in OPTIONS[:3])
+    )
+    if jobs is None:
+        return []
+    with conn.cursor() as cursor:
+        if otel.active():
+            with otel.producer(jobs.queue, jobs.job_name, count=len(jobs.ids)) as trace:
+                job_insert_many_dbapi(cursor, app.schema, jobs, trace)
+        else:
+            job_insert_many_dbapi(cursor, app.schema, jobs)
+    for observer in app.observers:
+        observer.job_enqueued(jobs.queue, jobs.job_name, len(jobs.ids))
+    return jobs.ids

@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from soniq.errors import SoniqError
-from soniq.foreign import enqueue_dbapi, is_psycopg
+from soniq.foreign import enqueue_dbapi, enqueue_many_dbapi, is_psycopg
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -61,6 +61,14 @@ class SyncApp:
             del kwargs["connection"]
             return enqueue_dbapi(self._app, conn, target, args, kwargs)
         return self.run(self._app.enqueue(target, args=args, **kwargs))  # type: ignore[no-any-return]
+
+    def enqueue_many(self, target: Any, args_list: Any, **kwargs: Any) -> list[str]:
+        """``app.enqueue_many``; with ``connection=`` a psycopg 3 connection, on it."""
+        conn = kwargs.get("connection")
+        if conn is not None and is_psycopg(conn):
+            del kwargs["connection"]
+            return enqueue_many_dbapi(self._app, conn, target, args_list, kwargs)
+        return self.run(self._app.enqueue_many(target, args_list, **kwargs))  # type: ignore[no-any-return]
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the private loop and return its result (or raise its error)."""

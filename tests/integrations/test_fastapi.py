@@ -108,6 +108,7 @@ async def test_uvicorn_with_worker_runs_jobs_and_drains(
         print(log.read())
 
 
+X
 def test_lifespan_without_worker_opens_and_closes(pg_url: str, sync_schema: str) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient

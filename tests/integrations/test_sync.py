@@ -109,10 +109,25 @@ def test_sync_with_psycopg_transaction(sapp: Soniq, pg_url: str) -> None:
             a = sapp.sync.enqueue(double, x=3, dedup_key="k", connection=conn)
             b = sapp.sync.enqueue(double, x=3, dedup_key="k", connection=conn)
         assert a == b
+        # enqueue_many on the same connection: all in, or (rolled back) none
+        with conn.transaction():
+            many = sapp.sync.enqueue_many(double, [{"x": 10}, {"x": 11}], connection=conn)
+        with pytest.raises(RuntimeError), conn.transaction():
+            gone = sapp.sync.enqueue_many(double, [{"x": 12}], connection=conn, priority=1)
+            raise RuntimeError("roll back")
+        assert sapp.sync.enqueue_many(double, [], connection=conn) == []
+        later = sapp.sync.enqueue(double, x=13, scheduled_at=3600, connection=conn)
+        conn.commit()
+    assert sapp.sync.get_job(gone[0]) is None
+    assert [sapp.sync.get_job(i)["args"] for i in many] == [{"x": 10}, {"x": 11}]
+    job = sapp.sync.get_job(later)
+    assert job is not None and job["scheduled_at"] > job["created_at"]
     job = sapp.sync.get_job(kept)
     assert job is not None and job["args"] == {"x": 1} and job["queue"] == "default"
     sapp.sync.run_worker(run_once=True)
     assert sapp.sync.get_result(kept) == 2
+    assert [sapp.sync.get_result(i) for i in many] == [20, 22]
+    assert sapp.sync.get_result(later) is None  # not due yet
 
 
 def test_sync_from_flask(sapp: Soniq) -> None:
