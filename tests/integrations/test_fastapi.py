@@ -108,7 +108,8 @@ async def test_uvicorn_with_worker_runs_jobs_and_drains(
         print(log.read())
 
 
-X
+# starlette's TestClient warns that it prefers httpx2 over httpx (a UserWarning subclass)
+@pytest.mark.filterwarnings("ignore:Using `httpx`")
 def test_lifespan_without_worker_opens_and_closes(pg_url: str, sync_schema: str) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
