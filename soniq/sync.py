@@ -102,6 +102,16 @@ class SyncApp:
                 _open.add(self)
             return self._loop
 
+    async def _shutdown(self) -> None:
+        """Cancel calls still running (their callers get CancelledError, never a hang),
+        then close the app's pool."""
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._app.close()
+
     def close(self, timeout: float | None = None) -> None:
         """Close the app's connections opened through ``app.sync`` and stop its loop."""
         with self._lock:
@@ -111,7 +121,7 @@ class SyncApp:
         if loop is None or thread is None:
             return
         try:
-            fut = asyncio.run_coroutine_threadsafe(self._app.close(), loop)
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             fut.result(timeout)
         finally:
             loop.call_soon_threadsafe(loop.stop)

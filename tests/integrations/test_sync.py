@@ -193,3 +193,27 @@ def test_interpreter_exits_without_close(pg_url: str, sync_schema: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "ENQUEUED" in proc.stdout
     assert time.monotonic() - started < 20
+
+
+def test_close_while_another_thread_waits(sapp: Soniq) -> None:
+    @sapp.job(name="nap")
+    async def nap() -> None:
+        pass
+
+    outcome: list[BaseException] = []
+
+    def sleeper() -> None:
+        try:
+            sapp.sync.run(asyncio.sleep(60))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    t = threading.Thread(target=sleeper)
+    t.start()
+    deadline = time.monotonic() + 10
+    while sapp.sync._loop is None or len(asyncio.all_tasks(sapp.sync._loop)) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sapp.sync.close(10)
+    t.join(10)
+    assert not t.is_alive() and outcome and type(outcome[0]).__name__ == "CancelledError"
