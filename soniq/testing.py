@@ -219,9 +219,12 @@ async def perform_job(target: Any, **kwargs: Any) -> Any:
         "created_at": None,
     }
     late: list[Any] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="soniq-perform") as pool:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="soniq-perform")
+    try:
         runner = Runner(app.registry, app.settings, "perform_job", pool, lambda *a: late.append(a))
         _, outcome = await runner.run(ClaimedJob(row))
+    finally:
+        pool.shutdown(wait=False)  # a sync handler past its timeout must not block the loop
     if outcome is None or outcome.kind is Kind.TIMEOUT:
         raise TimeoutError(f"{task.name} timed out after {task.timeout}s")
     if outcome.kind is Kind.ERROR:
