@@ -9,17 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import migrate
+from soniq import migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
 from soniq.enqueue import NewJob, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
+from soniq.foreign import as_asyncpg
 from soniq.jobs import Task, attach
 from soniq.notifier import Notifier
 from soniq.queries import advisory_key
@@ -30,7 +31,11 @@ from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
 from soniq.worker import Worker
 
+if TYPE_CHECKING:
+    from soniq.sync import SyncApp
+
 F = TypeVar("F", bound=Callable[..., Any])
+_ASYNCPG_CONN = asyncpg.Connection
 
 
 def _adder(attr: str, what: str) -> Callable[[Soniq, F], F]:
@@ -50,7 +55,9 @@ class Soniq:
     The constructor never connects; the first call that needs the database does.
     """
 
-    def __init__(self, database_url: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, database_url: str | None = None, *, testing: str | None = None, **settings: Any
+    ) -> None:
         self._settings = load_settings(database_url=database_url, **settings)
         self.registry = Registry()
         # the registry's own objects, under the names the worker and users know
@@ -65,6 +72,11 @@ class Soniq:
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self._connector)
         self.notifier = Notifier(self)
+        self.testing = testing
+        if testing is not None:  # jobs in memory, no database (soniq.inline)
+            from soniq.inline import InlineJobs
+
+            InlineJobs(self, testing).install()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -256,8 +268,14 @@ class Soniq:
         id, or that of the active job holding its dedup key."""
         # the open pool's Database without a coroutine call: this is the enqueue hot path
         db = self._connector.db or await self._connector.database()
+        if connection is not None and type(connection) is not _ASYNCPG_CONN:
+            connection = await as_asyncpg(connection)  # SQLAlchemy, or an error naming those
         try:
-            job_id = await db.job_insert(connection, job)
+            if otel.active():  # a dictionary look-up while no tracer provider is set
+                with otel.producer(job.queue, job.job_name, job_id=job.id) as trace:
+                    job_id = await db.job_insert_traced(connection, job, trace)
+            else:
+                job_id = await db.job_insert(connection, job)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         if job_id == job.id:  # else an active job held its dedup key: nothing was inserted
@@ -282,8 +300,14 @@ class Soniq:
         if jobs is None:
             return []
         db = self._connector.db or await self._connector.database()
+        if connection is not None:
+            connection = await as_asyncpg(connection)
         try:
-            await db.job_insert_many(connection, jobs)
+            if otel.active():
+                with otel.producer(jobs.queue, jobs.job_name, count=len(jobs.ids)) as trace:
+                    await db.job_insert_many_traced(connection, jobs, trace)
+            else:
+                await db.job_insert_many(connection, jobs)
         except asyncpg.UndefinedTableError:
             raise schema_missing(self.schema) from None
         for observer in self.observers:
@@ -416,3 +440,15 @@ class Soniq:
         ``run_once``, until nothing is runnable)."""
         options = (concurrency, queues, run_once, shutdown_event, with_scheduler, handle_signals)
         await Worker(self, *options).run()
+
+    # -- integrations: sync callers (soniq.sync) ----------------------------------------------
+
+    @property
+    def sync(self) -> SyncApp:
+        """Blocking versions of the async methods, for code without an event loop."""
+        sync = self.__dict__.get("_sync")
+        if sync is None:
+            from soniq.sync import SyncApp
+
+            sync = self.__dict__.setdefault("_sync", SyncApp(self))
+        return sync  # type: ignore[no-any-return]

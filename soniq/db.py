@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from soniq.enqueue import NewJob, NewJobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.lanes import Lanes
 from soniq.outcomes import Batch
-from soniq.queries import _raw_queries, advisory_key, load_queries, quote_ident
+from soniq.queries import _raw_queries, advisory_key, load_queries, query, quote_ident
 
 Conn = Any  # asyncpg.Connection or a pool proxy; asyncpg ships no precise types
 Row = Any
@@ -190,6 +191,36 @@ class Database:
             self.channel,
         )
         return int(status.rsplit(" ", 1)[-1])
+
+    async def job_insert_traced(self, conn: Conn | None, job: NewJob, trace: str) -> str:
+        """``job_insert`` storing the W3C trace context ``trace`` (JSON text) on the job
+        (soniq.otel); returns its id or that of the active job holding its dedup key."""
+        runner = conn if conn is not None else self.pool
+        args = (*job.columns(), job.scheduled_at, job.dedup_key, self.channel, trace)
+        for _ in range(10):
+            got = await runner.fetchval(self.q["job_insert_traced"], *args)
+            if got is not None:
+                return str(got)
+            assert job.dedup_key is not None  # only a dedup conflict inserts nothing
+            existing = await self.job_get_active_by_dedup_key(conn, job.dedup_key)
+            if existing is not None:
+                return str(existing)
+        raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands")
+
+    async def job_insert_many_traced(self, conn: Conn | None, jobs: NewJobs, trace: str) -> None:
+        """``job_insert_many`` with the trace context ``trace`` on every job."""
+        await (conn if conn is not None else self.pool).execute(
+            self.q["job_insert_many_traced"],
+            "{" + ",".join(jobs.ids) + "}",
+            jobs.job_name,
+            jobs.queue,
+            jobs.priority,
+            jobs.args,
+            jobs.max_attempts,
+            jobs.scheduled_at,
+            self.channel,
+            trace,
+        )
 
     # -- worker hot path -------------------------------------------------------------------
 
@@ -426,3 +457,80 @@ class Database:
     async def periodic_tick_prune(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
         return len(rows)
+
+
+# -- enqueue on a DB-API connection (psycopg 3, Django): the same named queries ---------------
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def pyformat(sql: str) -> tuple[str, list[int]]:
+    """``sql`` with asyncpg's ``$n`` placeholders as DB-API ``%s`` (and ``%`` doubled), and
+    for each ``%s`` the 0-based index of the parameter it takes."""
+    order: list[int] = []
+
+    def sub(m: re.Match[str]) -> str:
+        order.append(int(m.group(1)) - 1)
+        return "%s"
+
+    return _PLACEHOLDER.sub(sub, sql.replace("%", "%%")), order
+
+
+def _dbapi_fetchval(cursor: Any, name: str, schema: str, *args: Any) -> Any:
+    sql, order = pyformat(query(name, schema))
+    cursor.execute(sql, [args[i] for i in order])
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def job_insert_dbapi(cursor: Any, schema: str, job: NewJob, trace: str | None = None) -> str:
+    """``Database.job_insert`` on a DB-API cursor (its connection's transaction), with the
+    same named queries: one statement, or two when an active job holds the dedup key.
+    ``trace``: the W3C context to store (``job_insert_traced``), when tracing."""
+    channel = f"soniq_{schema}"
+    if trace is not None:
+        args = (*job.columns(), job.scheduled_at, job.dedup_key, channel, trace)
+        got = _dbapi_fetchval(cursor, "job_insert_traced", schema, *args)
+        if got is not None or job.dedup_key is None:
+            return job.id
+    if job.dedup_key is None:
+        _dbapi_fetchval(
+            cursor, "job_insert_plain", schema, *job.columns(), job.scheduled_at, channel
+        )
+        return job.id
+    for _ in range(10):
+        got = _dbapi_fetchval(
+            cursor, "job_insert", schema, *job.columns(), job.scheduled_at, job.dedup_key, channel
+        )
+        if got is not None:
+            return str(got)
+        existing = _dbapi_fetchval(cursor, "job_get_active_by_dedup_key", schema, job.dedup_key)
+        if existing is not None:
+            return str(existing)
+    raise SoniqError(ENQUEUE_INVALID, f"dedup_key {job.dedup_key!r} kept changing hands; retry")
+
+
+def job_insert_many_dbapi(
+    cursor: Any, schema: str, jobs: NewJobs, trace: str | None = None
+) -> None:
+    """``Database.job_insert_many`` (or its traced twin) on a DB-API cursor."""
+    name = "job_insert_many" if trace is None else "job_insert_many_traced"
+    sql, order = pyformat(query(name, schema))
+    args = [
+        "{" + ",".join(jobs.ids) + "}",
+        jobs.job_name,
+        jobs.queue,
+        jobs.priority,
+        jobs.args,
+        jobs.max_attempts,
+        jobs.scheduled_at,
+        f"soniq_{schema}",
+        trace,
+    ]
+    cursor.execute(sql, [args[i] for i in order])
+
+
+async def begin_sqlalchemy(conn: Any) -> None:
+    """Make a SQLAlchemy ``AsyncConnection`` begin its driver's transaction (it does so
+    lazily, at the first statement): one ping through it."""
+    await conn.exec_driver_sql(_raw_queries()["connection_ping"])

@@ -54,4 +54,3 @@ def schema_missing(schema: str) -> SoniqError:
         f"soniq's tables are not in schema {schema!r} of this database. "
         "Fix: run `soniq setup` (or `await app.setup()`) once.",
     )
-

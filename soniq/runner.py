@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from soniq import otel
 from soniq.jobs import Hook, JobContext, Snooze, Task
 from soniq.registry import Registry
 from soniq.settings import Settings
@@ -46,6 +47,7 @@ class ClaimedJob:
         "queue",
         "scheduled_at",
         "started",
+        "trace_context",
     )
 
     def __init__(self, row: Any) -> None:
@@ -58,6 +60,7 @@ class ClaimedJob:
         self.scheduled_at = row["scheduled_at"]
         self.created_at = row["created_at"]
         self.started = time.monotonic()
+        self.trace_context = row.get("trace_context")  # W3C context stored at enqueue (otel)
 
 
 class Runner:
@@ -85,6 +88,14 @@ class Runner:
 
     async def run(self, job: ClaimedJob) -> tuple[Task[Any, Any] | None, Outcome | None]:
         """(the job's task, its outcome); the outcome is None when ``on_late`` will give it."""
+        if otel.active():  # a dictionary look-up while no tracer provider is set
+            with otel.consumer(job) as span:
+                task, outcome = await self._run(job)
+                otel.finish(span, outcome)
+                return task, outcome
+        return await self._run(job)
+
+    async def _run(self, job: ClaimedJob) -> tuple[Task[Any, Any] | None, Outcome | None]:
         task = self.registry.tasks.get(job.job_name)
         if task is None:
             return None, Outcome(

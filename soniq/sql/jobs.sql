@@ -87,7 +87,7 @@ UPDATE {schema}.soniq_jobs AS j
 SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at
+          j.created_at, j.scheduled_at, j.trace_context
 
 -- name: job_report
 -- Record outcomes on their own (see _job_report); returns how many were taken.
