@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     pool_max_size: int = 20
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # the bearer token `soniq dashboard` / create_app require (unset: no auth, loopback only)
+    dashboard_token: str | None = None
     # The worker's own bookkeeping (claims, outcomes) commits without waiting for the WAL
     # flush unless this is on. Enqueues always wait. See docs/concepts.md, "Durability".
     worker_synchronous_commit: bool = False
