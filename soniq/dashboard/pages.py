@@ -21,10 +21,21 @@ PAGE = 50
 CHART_W, CHART_H = 600, 120
 
 
+def moment(value: Any) -> Any:
+    """A datetime from a datetime or an ISO 8601 string (JSON columns hold strings)."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 def when(value: Any) -> str:
     """A timestamp as ``YYYY-MM-DD HH:MM:SS UTC`` (empty for None)."""
     if value is None:
         return ""
+    value = moment(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
     return str(value)
@@ -141,8 +152,8 @@ def routes(dash: Dashboard) -> list[Route]:
         ]
         for err in row.get("errors") or []:
             if isinstance(err, dict) and err.get("at"):
-                timeline.append((f"attempt {err.get('attempt', '?')} failed", err["at"]))
-        timeline.sort(key=lambda t: str(t[1]))
+                timeline.append((f"attempt {err.get('attempt', '?')} failed", moment(err["at"])))
+        timeline.sort(key=lambda t: t[1].timestamp() if isinstance(t[1], datetime) else 0.0)
         return dash.render(
             request, "job.html", job=row, result=result, timeline=timeline, page="jobs"
         )
