@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, drain, enqueue
+from benchmarks import ceiling, dashboard, drain, enqueue
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency")
+OPTIONAL = ("dashboard",)  # long: only with --only (the 1,000,000-row fill takes minutes)
 
 
 async def database_url(given: str | None) -> str:
@@ -151,6 +152,12 @@ async def run(args: argparse.Namespace) -> list[Result]:
         lat.target = "p50 <= 3 ms, p99 <= 10 ms"
         lat.passed = lat.extra["p50_ms"] <= 3.0 and lat.extra["p99_ms"] <= 10.0
         show(lat)
+
+    if "dashboard" in groups:
+        for row in await dashboard.run(url, counts["dashboard_rows"]):
+            print(f"  {row.key:<32} p50 {row.extra['p50_ms']:>6} ms  p95 {row.extra['p95_ms']} ms",
+                  flush=True)
+            rows.append(row)
     return rows
 
 
@@ -162,6 +169,10 @@ def table(rows: list[Result]) -> str:
             figure = (
                 f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} / p99 {r.extra['p99_ms']} ms"
             )
+            body.append((r.what, f"{r.count:,}", "", figure, "", r.target, _verdict(r)))
+            continue
+        if r.key.startswith("dashboard."):
+            figure = f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} ms"
             body.append((r.what, f"{r.count:,}", "", figure, "", r.target, _verdict(r)))
             continue
         if r.key == "soniq.worker_rss":
@@ -201,13 +212,19 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url", help="PostgreSQL to use (default: embedded, data in .soniq-bench/)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--only", help=f"comma-separated groups among {','.join(GROUPS)}")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated groups among {','.join(GROUPS + OPTIONAL)} "
+        f"(default: {','.join(GROUPS)}; {','.join(OPTIONAL)} only when named)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
         help="record the drain worker with py-spy (benchmarks/results/)",
     )
     args = parser.parse_args(argv)
+    if args.only and not set(args.only.split(",")) <= set(GROUPS + OPTIONAL):
+        parser.error(f"--only: choose among {','.join(GROUPS + OPTIONAL)}")
     if args.profile and not Path(sys.executable).with_name("py-spy").exists():
         parser.error("--profile records with py-spy: pip install py-spy")
 
