@@ -46,6 +46,12 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 
+def compact(value: Any, width: int = 80) -> str:
+    """One-line JSON cut to ``width`` characters (the template escapes it)."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def chart(points: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Bars of ``points[i][key]`` scaled into a CHART_W x CHART_H SVG box."""
     top = max([p[key] for p in points] + [1])

@@ -56,6 +56,7 @@ class Dashboard:
         )
         self.templates.filters["when"] = pages.when
         self.templates.filters["pretty"] = pages.pretty
+        self.templates.filters["compact"] = pages.compact
 
     def can(self, action: str) -> bool:
         """Whether the write ``action`` is offered: writable, and the app has the method."""
