@@ -24,6 +24,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):  # type: ignore[misc]
+        """uvicorn's server, but SIGTERM/SIGINT end it with exit code 0 (as `soniq worker`)
+        instead of being raised again once it has shut down."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+    return Server
+
+
 @cli.command()
 @common
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -53,6 +67,7 @@ def dashboard(host: str, port: int, writable: bool) -> None:
         )
     import uvicorn
 
+    _Server = _server_class()
     web = create_app(app, writable=writable, token=token)
     from soniq.logs import configure_logging
 
@@ -60,7 +75,7 @@ def dashboard(host: str, port: int, writable: bool) -> None:
     config = uvicorn.Config(
         web, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def go() -> None:
         try:
