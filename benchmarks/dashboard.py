@@ -90,13 +90,18 @@ async def run(url: str, rows: int, repeats: int = 30) -> list[Result]:
             started = time.perf_counter()
             await fill(conn, SCHEMA, rows)
             fill_s = time.perf_counter() - started
-            mid = str(await conn.fetchval(
-                f'SELECT id FROM "{SCHEMA}".soniq_jobs ORDER BY id OFFSET $1 LIMIT 1', rows // 2
-            ))
-            dead_mid = str(await conn.fetchval(
-                f"""SELECT id FROM "{SCHEMA}".soniq_jobs WHERE status = 'dead_letter'
-                    ORDER BY id OFFSET $1 LIMIT 1""", rows // 200
-            ))
+            mid = str(
+                await conn.fetchval(
+                    f'SELECT id FROM "{SCHEMA}".soniq_jobs ORDER BY id OFFSET $1 LIMIT 1', rows // 2
+                )
+            )
+            dead_mid = str(
+                await conn.fetchval(
+                    f"""SELECT id FROM "{SCHEMA}".soniq_jobs WHERE status = 'dead_letter'
+                    ORDER BY id OFFSET $1 LIMIT 1""",
+                    rows // 200,
+                )
+            )
         finally:
             await conn.close()
         web = create_app(app, token=TOKEN)
@@ -122,8 +127,12 @@ async def run(url: str, rows: int, repeats: int = 30) -> list[Result]:
                     f"GET {path} at {rows:,} rows",
                     count=repeats,
                     seconds=sum(times) / 1000,
-                    extra={"p50_ms": round(p50, 1), "p95_ms": round(p95, 1),
-                           "rows": rows, "fill_s": round(fill_s, 1)},
+                    extra={
+                        "p50_ms": round(p50, 1),
+                        "p95_ms": round(p95, 1),
+                        "rows": rows,
+                        "fill_s": round(fill_s, 1),
+                    },
                 )
                 if label != "overview":
                     row.target = f"p95 < {TARGET_MS:.0f} ms"

@@ -155,8 +155,10 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
     if "dashboard" in groups:
         for row in await dashboard.run(url, counts["dashboard_rows"]):
-            print(f"  {row.key:<32} p50 {row.extra['p50_ms']:>6} ms  p95 {row.extra['p95_ms']} ms",
-                  flush=True)
+            print(
+                f"  {row.key:<32} p50 {row.extra['p50_ms']:>6} ms  p95 {row.extra['p95_ms']} ms",
+                flush=True,
+            )
             rows.append(row)
     return rows
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from types import FrameType
 
 import click
 
@@ -27,11 +28,11 @@ def is_loopback(host: str) -> bool:
 def _server_class() -> type:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         """uvicorn's server, but SIGTERM/SIGINT end it with exit code 0 (as `soniq worker`)
         instead of being raised again once it has shut down."""
 
-        def handle_exit(self, sig: int, frame: object) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
             getattr(self, "_captured_signals", []).clear()
 

@@ -32,9 +32,7 @@ def routes(dash: Dashboard) -> list[Route]:
         if not dash.guard.csrf_ok(str(token) if token is not None else None):
             return PlainTextResponse("403: missing or wrong CSRF token; reload the page", 403)
         if not dash.can(action):
-            return PlainTextResponse(
-                f"501: {action} is not available in this soniq version", 501
-            )
+            return PlainTextResponse(f"501: {action} is not available in this soniq version", 501)
         return None
 
     def answer(request: Request, ok: bool, state: dict[str, Any], url: str) -> Response:
@@ -59,8 +57,9 @@ def routes(dash: Dashboard) -> list[Route]:
             try:
                 new_id = await app.dead_letter.replay(job_id)
             except SoniqError as exc:
-                return answer(request, False, {"id": job_id, "error": exc.message},
-                              f"/jobs/{job_id}")
+                return answer(
+                    request, False, {"id": job_id, "error": exc.message}, f"/jobs/{job_id}"
+                )
             state = await job_state(new_id)
             return answer(request, True, {**state, "replayed_from": job_id}, f"/jobs/{new_id}")
         calls: dict[str, Callable[[], Awaitable[bool]]] = {

@@ -68,8 +68,13 @@ def chart(points: list[dict[str, Any]], key: str) -> dict[str, Any]:
                 "label": f"{p['minute']:%H:%M} UTC: {p[key]}",
             }
         )
-    return {"bars": bars, "max": top, "total": sum(p[key] for p in points), "w": CHART_W,
-            "h": CHART_H}
+    return {
+        "bars": bars,
+        "max": top,
+        "total": sum(p[key] for p in points),
+        "w": CHART_W,
+        "h": CHART_H,
+    }
 
 
 def routes(dash: Dashboard) -> list[Route]:

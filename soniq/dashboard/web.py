@@ -13,8 +13,8 @@ from soniq.errors import EXTRA_MISSING, SoniqError
 try:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from starlette.applications import Starlette
-    from starlette.middleware import Middleware
     from starlette.datastructures import MutableHeaders
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, PlainTextResponse, Response
     from starlette.routing import Mount

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,14 +13,20 @@ import httpx
 
 from soniq import Soniq
 from soniq.dashboard import create_app
+from tests.conftest import SONIQ_BIN
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 XSS = "<script>alert('x\"y')</script>"
 
 
-def client(app: Soniq, *, writable: bool = False, token: str | None = TOKEN,
-           base_url: str = "http://dash.test") -> httpx.AsyncClient:
+def client(
+    app: Soniq,
+    *,
+    writable: bool = False,
+    token: str | None = TOKEN,
+    base_url: str = "http://dash.test",
+) -> httpx.AsyncClient:
     web = create_app(app, writable=writable, token=token)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url=base_url)
 
@@ -56,3 +65,33 @@ async def history(app: Soniq) -> History:
     cancelled = await ok.enqueue(n=2)  # type: ignore[attr-defined]
     assert await app.cancel_job(cancelled)
     return History(done, dead, queued, cancelled, xss)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A `soniq ...` process whose output goes to a temporary file."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [SONIQ_BIN, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
+        )
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()

@@ -14,22 +14,18 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from soniq import Soniq
-from tests.conftest import ROOT, SONIQ_BIN, wait_for
+from tests.conftest import ROOT, wait_for
 from tests.dashboard.browser_jobs import RELEASE_TABLE
-from tests.dashboard.helpers import XSS
+from tests.dashboard.helpers import XSS, Proc, free_port
 
 SHOTS = ROOT / "docs" / "images" / "dashboard"
 TOKEN = "browser-test-token"
@@ -45,11 +41,14 @@ CHROMIUM_ARGS = [
 
 
 def chromium_path() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists(
-        "/usr/bin/chromium") else None)
+    path = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+    )
     if path is None:
-        reason = ("chromium is not installed: `apt-get install -y chromium` "
-                  "(.ci/run does it when run as root)")
+        reason = (
+            "chromium is not installed: `apt-get install -y chromium` "
+            "(.ci/run does it when run as root)"
+        )
         print(f"SKIPPED browser test: {reason}", file=sys.stderr)
         pytest.skip(reason)
     try:
@@ -59,36 +58,6 @@ def chromium_path() -> str:
         print(f"SKIPPED browser test: {reason}", file=sys.stderr)
         pytest.skip(reason)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proc:
-    """A `soniq ...` process whose output goes to a temporary file."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [SONIQ_BIN, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True
-        )
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
 
 
 @pytest.fixture
@@ -114,9 +83,11 @@ async def browser() -> AsyncIterator[Any]:
 
 async def count(app: Soniq, where: str, *args: Any) -> int:
     async with app.backend.acquire() as conn:
-        return int(await conn.fetchval(
-            f'SELECT count(*) FROM "{app.schema}".soniq_jobs WHERE {where}', *args
-        ))
+        return int(
+            await conn.fetchval(
+                f'SELECT count(*) FROM "{app.schema}".soniq_jobs WHERE {where}', *args
+            )
+        )
 
 
 async def status_of(app: Soniq, job_id: str) -> str | None:
@@ -154,8 +125,11 @@ async def test_dashboard_in_a_real_browser(
         await conn.execute(RELEASE_TABLE.replace("{schema}", f'"{app.schema}"'))
     held = await app.enqueue("dash.hold", args={"key": "held"})
 
-    env = {**cli_env, "SONIQ_JOBS_MODULES": "dashboard.browser_jobs",
-           "SONIQ_DASHBOARD_TOKEN": TOKEN}
+    env = {
+        **cli_env,
+        "SONIQ_JOBS_MODULES": "dashboard.browser_jobs",
+        "SONIQ_DASHBOARD_TOKEN": TOKEN,
+    }
     procs.append(Proc(env, "worker", "--queues", "default", "--concurrency", "2"))
     port = free_port()
     dash = Proc(env, "dashboard", "--port", str(port), "--writable")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
+import itertools
 from datetime import datetime, timezone
 
 import httpx
@@ -13,8 +12,8 @@ import pytest
 from soniq import Soniq, SoniqError
 from soniq.cli.dashboard import is_loopback
 from tests.cli.cli_helpers import run_soniq
-from tests.conftest import SONIQ_BIN, wait_for
-from tests.dashboard.helpers import history
+from tests.conftest import wait_for
+from tests.dashboard.helpers import Proc, free_port, history
 
 
 def test_loopback_names() -> None:
@@ -32,19 +31,15 @@ def test_non_loopback_host_without_token_is_refused(cli_env: dict[str, str], hos
 
 
 async def test_dashboard_process_serves_with_token(cli_env: dict[str, str], app: Soniq) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**cli_env, "SONIQ_DASHBOARD_TOKEN": "proc-token"}
-    proc = subprocess.Popen(
-        [SONIQ_BIN, "dashboard", "--host", "0.0.0.0", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    dash = Proc(env, "dashboard", "--host", "0.0.0.0", "--port", str(port))
+    proc = dash.proc
     try:
         url = f"http://127.0.0.1:{port}"
 
         async def up() -> bool:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, dash.output()
             try:
                 async with httpx.AsyncClient() as c:
                     return (await c.get(url + "/login")).status_code == 200
@@ -61,6 +56,7 @@ async def test_dashboard_process_serves_with_token(cli_env: dict[str, str], app:
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 10)
+        dash.stop()
     assert proc.returncode == 0
 
 
@@ -87,11 +83,13 @@ async def test_counts_per_minute_and_running(app: Soniq) -> None:
     await history(app)
     minutes = await app.job_counts_per_minute(60)
     assert len(minutes) == 60
-    assert minutes[-1]["minute"] == datetime.now(timezone.utc).replace(second=0, microsecond=0) \
+    assert (
+        minutes[-1]["minute"] == datetime.now(timezone.utc).replace(second=0, microsecond=0)
         or minutes[-2]["finished"] + minutes[-1]["finished"] == 1
+    )
     assert sum(m["finished"] for m in minutes) == 1  # the one done job (cancelled do not count)
     assert sum(m["failed"] for m in minutes) == 2
-    assert all(a["minute"] < b["minute"] for a, b in zip(minutes, minutes[1:]))
+    assert all(a["minute"] < b["minute"] for a, b in itertools.pairwise(minutes))
     assert await app.list_running_jobs() == []
     with pytest.raises(SoniqError):
         await app.job_counts_per_minute(0)

@@ -42,10 +42,12 @@ async def serve(web: Any) -> AsyncIterator[str]:
 async def backends(pg_url: str) -> int:
     conn = await asyncpg.connect(pg_url)
     try:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ))
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
     finally:
         await conn.close()
 
@@ -85,12 +87,14 @@ async def test_fifty_streams_share_one_listen_connection(app: Soniq, pg_url: str
     web = create_app(app, token=TOKEN)
     hub = web.state.dashboard.hub
     channel = (await app.database()).channel
-    async with serve(web) as url, httpx.AsyncClient(
-        base_url=url, headers=AUTH, timeout=20, limits=httpx.Limits(max_connections=TABS + 5)
-    ) as client, contextlib.AsyncExitStack() as streams:
-        first = await streams.enter_async_context(
-            client.stream("GET", f"/events?ids={job_id}")
-        )
+    async with (
+        serve(web) as url,
+        httpx.AsyncClient(
+            base_url=url, headers=AUTH, timeout=20, limits=httpx.Limits(max_connections=TABS + 5)
+        ) as client,
+        contextlib.AsyncExitStack() as streams,
+    ):
+        first = await streams.enter_async_context(client.stream("GET", f"/events?ids={job_id}"))
         assert first.status_code == 200
         assert first.headers["content-type"].startswith("text/event-stream")
         tabs = [Tab(first)]

@@ -19,8 +19,13 @@ WRITES = ["cancel", "abort", "retry", "replay", "delete"]
 
 def pages_of(h: object) -> list[str]:
     ids = [getattr(h, k) for k in ("done", "dead", "queued", "cancelled", "xss")]
-    return [*PAGES, *(f"/jobs/{i}" for i in ids), "/jobs?status=done", "/jobs?queue=critical",
-            "/jobs?task=dash.ok"]
+    return [
+        *PAGES,
+        *(f"/jobs/{i}" for i in ids),
+        "/jobs?status=done",
+        "/jobs?queue=critical",
+        "/jobs?task=dash.ok",
+    ]
 
 
 async def test_every_page_200_with_token_and_401_without(app: Soniq) -> None:
@@ -30,7 +35,7 @@ async def test_every_page_200_with_token_and_401_without(app: Soniq) -> None:
             r = await c.get(path, headers=AUTH)
             assert r.status_code == 200, (path, r.text[:500])
             assert r.headers["content-type"].startswith("text/html")
-            assert "<form" not in r.text or 'data-action' not in r.text, path  # read-only
+            assert "<form" not in r.text or "data-action" not in r.text, path  # read-only
             anon = await c.get(path)
             assert anon.status_code == 401, path
             assert 'name="token"' in anon.text  # the login form
@@ -128,7 +133,7 @@ async def test_writes_are_refused_when_read_only(app: Soniq, action: str) -> Non
     h = await history(app)
     async with client(app, writable=False) as c:
         page = (await c.get(f"/jobs/{h.dead}", headers=AUTH)).text
-        assert "data-action" not in page and "<button type=\"submit\">Retry" not in page
+        assert "data-action" not in page and '<button type="submit">Retry' not in page
         for job_id in (h.dead, h.queued):
             r = await c.post(
                 f"/jobs/{job_id}/{action}",
@@ -155,8 +160,11 @@ async def test_writes_need_the_csrf_token_and_answer_the_new_state(app: Soniq) -
             assert r.status_code == 403 and "CSRF" in r.text
         assert (await app.get_job(h.queued))["status"] == "queued"  # type: ignore[index]
         r = await c.post(f"/jobs/{h.queued}/cancel", data={"csrf": csrf}, headers=json_hdr)
-        assert r.status_code == 200 and r.json() == {"ok": True, "id": h.queued,
-                                                     "status": "cancelled"}
+        assert r.status_code == 200 and r.json() == {
+            "ok": True,
+            "id": h.queued,
+            "status": "cancelled",
+        }
         r = await c.post(f"/jobs/{h.dead}/retry", headers={**json_hdr, "X-CSRF-Token": csrf})
         assert r.json()["status"] == "queued"
         r = await c.post(f"/jobs/{h.xss}/replay", data={"csrf": csrf}, headers=json_hdr)
@@ -205,8 +213,9 @@ async def test_no_token_means_open_and_mountable(app: Soniq) -> None:
     outer = Starlette(routes=[Mount("/ops/soniq", app=create_app(app, token=None))])
     import httpx
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer),
-                                 base_url="http://x") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=outer), base_url="http://x"
+    ) as c:
         r = await c.get("/ops/soniq/")
         assert r.status_code == 200
         assert 'href="/ops/soniq/static/dashboard.css"' in r.text

@@ -23,8 +23,10 @@ def cases(mid: Any) -> list[tuple[str, str, tuple[Any, ...]]]:
     return [
         ("jobs", "job_page", (NONE, NONE, NONE, NONE, 51)),
         ("jobs older", "job_page", (mid, NONE, NONE, NONE, 51)),
-        *((f"jobs {s}", "job_page", (NONE, s, NONE, NONE, 51))
-          for s in ("queued", "processing", "done", "dead_letter", "cancelled")),
+        *(
+            (f"jobs {s}", "job_page", (NONE, s, NONE, NONE, 51))
+            for s in ("queued", "processing", "done", "dead_letter", "cancelled")
+        ),
         ("jobs dead older", "job_page", (mid, "dead_letter", NONE, NONE, 51)),
         ("jobs queue", "job_page", (NONE, NONE, "q3", NONE, 51)),
         ("jobs task", "job_page", (NONE, NONE, NONE, "task.3", 51)),
@@ -56,17 +58,15 @@ async def test_dashboard_reads_use_indexes(history: tuple[Soniq, Any]) -> None:
         for label, name, params in cases(mid):
             async with conn.transaction():
                 await conn.execute(queries["plan_custom_local"])
-                raw = await conn.fetchval(
-                    "EXPLAIN (FORMAT JSON) " + queries[name], *params
-                )
+                raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + queries[name], *params)
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
             text = json.dumps(plan, indent=1)
             scans = list(job_scans(plan))
             assert scans, f"{label}: no scan of soniq_jobs?\n{text}"
             for scan in scans:
-                assert scan["Node Type"] in {
-                    "Index Scan", "Index Only Scan", "Bitmap Heap Scan"
-                }, f"{label}: {scan['Node Type']} on soniq_jobs\n{text}"
+                assert scan["Node Type"] in {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, (
+                    f"{label}: {scan['Node Type']} on soniq_jobs\n{text}"
+                )
             if name == "job_page" and params[1] is None:
                 # no status filter: the primary key walked backwards from the cursor
                 assert any(n.get("Index Name") == "soniq_jobs_pkey" for n in nodes(plan)), (
