@@ -220,3 +220,14 @@ async def test_no_token_means_open_and_mountable(app: Soniq) -> None:
         assert r.status_code == 200
         assert 'href="/ops/soniq/static/dashboard.css"' in r.text
         assert (await c.get("/ops/soniq/static/dashboard.js")).status_code == 200
+    guarded = Starlette(routes=[Mount("/ops/soniq", app=create_app(app, token=TOKEN))])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=guarded), base_url="http://x"
+    ) as c:
+        assert (await c.get("/ops/soniq/")).status_code == 401
+        assert (await c.get("/ops/soniq/jobs")).status_code == 401
+        assert (await c.get("/ops/soniq/static/dashboard.css")).status_code == 200
+        login = await c.post("/ops/soniq/login", data={"token": TOKEN})
+        assert login.headers["location"] == "/ops/soniq/"
+        assert "Path=/ops/soniq/" in login.headers["set-cookie"]
+        assert (await c.get("/ops/soniq/jobs")).status_code == 200
