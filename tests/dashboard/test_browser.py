@@ -247,6 +247,10 @@ async def test_dashboard_in_a_real_browser(
         )
     await page.wait_for_selector(f'[data-status-of="{live}"].s-done', timeout=30_000)
     assert await page.evaluate("window.__sameDocument === true")  # no reload happened
+    assert await page.locator(f'[data-stale-of="{live}"]').is_visible()  # "reload for more"
+    assert not await page.locator('form[data-action="cancel"]').is_visible()  # not for done
+    assert await page.locator('form[data-action="delete"]').is_visible()
+    assert await page.locator(f'[data-attempts-of="{live}"]').inner_text() == "1"
     assert await status_of(app, live) == "done"
     await screenshot("job-live")
     await page.close()

@@ -5,10 +5,24 @@
   var base = document.querySelector('meta[name="soniq-base"]').content;
   var csrf = document.querySelector('meta[name="soniq-csrf"]').content;
 
-  function setStatus(id, status) {
+  function setStatus(id, status, attempts) {
     document.querySelectorAll('[data-status-of="' + id + '"]').forEach(function (el) {
+      if (el.textContent === status) return;
       el.textContent = status;
       el.className = "status s-" + status;
+      document.querySelectorAll('[data-stale-of="' + id + '"]').forEach(function (note) {
+        note.hidden = false;
+      });
+    });
+    if (attempts !== undefined) {
+      document.querySelectorAll('[data-attempts-of="' + id + '"]').forEach(function (el) {
+        el.textContent = String(attempts);
+      });
+    }
+    // offer only the buttons that apply to the new status
+    document.querySelectorAll('form[data-job="' + id + '"]').forEach(function (form) {
+      var when = (form.getAttribute("data-show-when") || "").split(" ");
+      form.hidden = when.indexOf(status) < 0;
     });
   }
 
@@ -30,7 +44,7 @@
     source.onerror = function () { if (dot) dot.className = "live off"; };
     source.addEventListener("job", function (ev) {
       var job = JSON.parse(ev.data);
-      setStatus(job.id, job.status);
+      setStatus(job.id, job.status, job.attempts);
     });
     source.addEventListener("queues", function (ev) {
       var queues = JSON.parse(ev.data);
