@@ -142,3 +142,40 @@ async def test_hub_closes_with_the_app(app: Soniq, writable: bool) -> None:
     assert hub.clients == {client}
     await hub.disconnect(client)
     assert hub._task is None and hub._sub is None
+
+
+async def test_hub_survives_losing_its_connections(app: Soniq, pg_url: str) -> None:
+    """Every session of the app killed (pool and LISTEN): the hub logs, reconnects through
+    the notifier and the pool, and the stream still reports the next status change."""
+
+    @app.job(name="live.later")
+    async def later() -> None: ...
+
+    job_id = await later.enqueue()  # type: ignore[attr-defined]
+    web = create_app(app, token=TOKEN)
+    hub = web.state.dashboard.hub
+    client = await hub.connect([job_id])
+    messages = hub.stream(client)
+    assert (await anext(messages)).startswith("retry:")
+
+    async def next_job_event() -> dict[str, Any]:
+        while True:
+            text = await asyncio.wait_for(anext(messages), 20)
+            if text.startswith("event: job"):
+                return dict(json.loads(text.split("data: ", 1)[1]))
+
+    assert (await next_job_event())["status"] == "queued"
+    conn = await asyncpg.connect(pg_url)
+    try:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        assert killed >= 1
+    finally:
+        await conn.close()
+    assert await app.cancel_job(job_id)  # the pool reconnects for this
+    assert (await next_job_event())["status"] == "cancelled"
+    await messages.aclose()
+    assert not hub.clients
