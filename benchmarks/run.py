@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, drain, enqueue, scale
+from benchmarks import ceiling, dashboard, drain, enqueue, scale
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency")
-OPT_IN = ("scale",)  # minutes long: run with --only scale
+# long (minutes): only when named with --only
+OPTIONAL = ("dashboard", "scale")
 
 
 async def database_url(given: str | None) -> str:
@@ -158,6 +159,14 @@ async def run(args: argparse.Namespace) -> list[Result]:
         show(*scaled)
         print(f"  {scaled[-1].key}: active sessions waited on "
               f"{scaled[-1].extra['active_session_samples']}", flush=True)
+
+    if "dashboard" in groups:
+        for row in await dashboard.run(url, counts["dashboard_rows"]):
+            print(
+                f"  {row.key:<32} p50 {row.extra['p50_ms']:>6} ms  p95 {row.extra['p95_ms']} ms",
+                flush=True,
+            )
+            rows.append(row)
     return rows
 
 
@@ -169,6 +178,10 @@ def table(rows: list[Result]) -> str:
             figure = (
                 f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} / p99 {r.extra['p99_ms']} ms"
             )
+            body.append((r.what, f"{r.count:,}", "", figure, "", r.target, _verdict(r)))
+            continue
+        if r.key.startswith("dashboard."):
+            figure = f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} ms"
             body.append((r.what, f"{r.count:,}", "", figure, "", r.target, _verdict(r)))
             continue
         if r.key == "soniq.worker_rss":
@@ -210,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
         "--only",
-        help=f"comma-separated groups among {','.join(GROUPS + OPT_IN)} (default: all but "
-        f"{','.join(OPT_IN)}, which takes minutes)",
+        help=f"comma-separated groups among {','.join(GROUPS + OPTIONAL)} "
+        f"(default: {','.join(GROUPS)}; {','.join(OPTIONAL)} only when named)",
     )
     parser.add_argument(
         "--profile",
@@ -219,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         help="record the drain worker with py-spy (benchmarks/results/)",
     )
     args = parser.parse_args(argv)
+    if args.only and not set(args.only.split(",")) <= set(GROUPS + OPTIONAL):
+        parser.error(f"--only: choose among {','.join(GROUPS + OPTIONAL)}")
     if args.profile and not Path(sys.executable).with_name("py-spy").exists():
         parser.error("--profile records with py-spy: pip install py-spy")
 

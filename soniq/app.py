@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import migrate, otel
+from soniq import browse, migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -452,3 +452,38 @@ class Soniq:
 
             sync = self.__dict__.setdefault("_sync", SyncApp(self))
         return sync  # type: ignore[no-any-return]
+    # -- operator reads for the dashboard and CLI (soniq/browse.py) -------------------------
+
+    async def list_jobs_page(
+        self,
+        *,
+        before: str | None = None,
+        status: str | JobStatus | None = None,
+        queue: str | None = None,
+        job_name: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A keyset page of jobs, newest first, older than job id ``before``; returns the
+        jobs and the ``before`` of the next page (None on the last page)."""
+        return await browse.page_jobs(
+            self, before=before, status=status, queue=queue, job_name=job_name, limit=limit
+        )
+
+    async def list_dead_letters_page(
+        self, *, before: str | None = None, job_name: str | None = None, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A keyset page of dead-lettered jobs, newest first, and the next page's cursor."""
+        return await browse.page_dead_letters(self, before=before, job_name=job_name, limit=limit)
+
+    async def job_counts_per_minute(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """Jobs succeeded (``finished``) and dead-lettered (``failed``) in each of the last
+        ``minutes`` minutes, oldest first."""
+        return await browse.counts_per_minute(self, minutes)
+
+    async def list_running_jobs(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Jobs being run now, with the ``worker_id`` running each."""
+        return await browse.running_jobs(self, limit)
+
+    async def get_job_statuses(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Job id -> ``status``, ``attempts``, ``finished_at``, in one query."""
+        return await browse.job_statuses(self, job_ids)

@@ -458,6 +458,39 @@ class Database:
         rows = await conn.fetch(self.q["periodic_tick_prune"], float(older_than), limit)
         return len(rows)
 
+    # -- dashboard reads (soniq/sql/dashboard.sql) -------------------------------------------
+
+    async def _fetch_custom_plan(self, name: str, *args: Any) -> list[Row]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(self.q["plan_custom_local"])
+            return await conn.fetch(self.q[name], *args)  # type: ignore[no-any-return]
+
+    async def job_page(
+        self,
+        before: uuid.UUID | None,
+        status: str | None,
+        queue: str | None,
+        job_name: str | None,
+        limit: int,
+    ) -> list[Row]:
+        return await self._fetch_custom_plan("job_page", before, status, queue, job_name, limit)
+
+    async def dead_letter_page(
+        self, before: uuid.UUID | None, job_name: str | None, limit: int
+    ) -> list[Row]:
+        return await self._fetch_custom_plan("dead_letter_page", before, job_name, limit)
+
+    async def job_minutes(self, minutes: int) -> list[Row]:
+        return await self.pool.fetch(self.q["job_minutes"], minutes)  # type: ignore[no-any-return]
+
+    async def job_running(self, limit: int) -> list[Row]:
+        return await self.pool.fetch(self.q["job_running"], limit)  # type: ignore[no-any-return]
+
+    async def job_statuses(self, ids: Sequence[uuid.UUID]) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["job_statuses"], list(ids)
+        )
+
 
 # -- enqueue on a DB-API connection (psycopg 3, Django): the same named queries ---------------
 

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     pgbouncer: bool = False
     direct_database_url: str | None = None
+    # the bearer token `soniq dashboard` / create_app require (unset: no auth, loopback only)
+    dashboard_token: str | None = None
     # The worker's own bookkeeping (claims, outcomes) commits without waiting for the WAL
     # flush unless this is on. Enqueues always wait. See docs/concepts.md, "Durability".
     worker_synchronous_commit: bool = False

@@ -9,6 +9,7 @@ when imported here.
 """
 
 from soniq.cli import (  # noqa: F401  (imported to register their commands)
+    dashboard,
     dead_letter,
     inspection,
     jobs,

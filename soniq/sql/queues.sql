@@ -19,15 +19,28 @@ GROUP BY queue
 ORDER BY queue
 
 -- name: queue_depth
--- Metrics sampler, one statement: per queue, jobs waiting (due or not), running and
--- dead-lettered, and the age of the oldest due job. Reads only rows the partial indexes cover.
+-- Metrics sampler and the dashboard, one statement: per queue, jobs waiting (due or not),
+-- running and dead-lettered, and the age of the oldest due job. One branch per status, so
+-- each reads only its partial index (an IN list of three statuses matches none of them and
+-- sends the planner to a sequential scan of the whole history).
+WITH per AS (
+    SELECT queue, 'queued' AS status, count(*) AS n,
+           EXTRACT(EPOCH FROM now() - min(scheduled_at)
+                   FILTER (WHERE scheduled_at <= now()))::float8 AS age
+    FROM {schema}.soniq_jobs WHERE status = 'queued' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'processing', count(*), NULL
+    FROM {schema}.soniq_jobs WHERE status = 'processing' GROUP BY queue
+    UNION ALL
+    SELECT queue, 'dead_letter', count(*), NULL
+    FROM {schema}.soniq_jobs WHERE status = 'dead_letter' GROUP BY queue
+)
 SELECT queue,
-       count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE status = 'processing') AS processing,
-       count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
-       {_oldest_queued_age}
-FROM {schema}.soniq_jobs
-WHERE status IN ('queued', 'processing', 'dead_letter')
+       COALESCE(sum(n) FILTER (WHERE status = 'queued'), 0)::bigint AS queued,
+       COALESCE(sum(n) FILTER (WHERE status = 'processing'), 0)::bigint AS processing,
+       COALESCE(sum(n) FILTER (WHERE status = 'dead_letter'), 0)::bigint AS dead_letter,
+       max(age) AS oldest_queued_age
+FROM per
 GROUP BY queue
 ORDER BY queue
 
