@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import asyncpg
 from pydantic import BaseModel
@@ -137,8 +137,14 @@ class Soniq:
 
     # -- registration ------------------------------------------------------------------------
 
+    @overload
+    def job(self, fn: F, /) -> F: ...
+
+    @overload
     def job(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -152,8 +158,28 @@ class Soniq:
         unique: bool = False,
         validate: type[BaseModel] | None = None,
         max_retries: int | None = None,
-    ) -> Callable[[F], F]:
-        """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``."""
+    ) -> Callable[[F], F]: ...
+
+    def job(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int | None = None,
+        retries: int | None = None,
+        retry_delay: float | Sequence[float] = 0,
+        retry_backoff: bool = False,
+        retry_max_delay: float | None = None,
+        retry_jitter: bool = True,
+        timeout: float | None = None,
+        unique: bool = False,
+        validate: type[BaseModel] | None = None,
+        max_retries: int | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
+        Used bare (``@app.job``) or called (``@app.job(...)``)."""
         if max_retries is not None:
             if retries is not None and retries != max_retries:
                 raise SoniqError(TASK_INVALID, "give retries= or max_retries=, not both")
@@ -181,9 +207,9 @@ class Soniq:
 
         if callable(name):
             raise SoniqError(
-                TASK_INVALID, "use @app.job() with parentheses (only the call form is supported)"
+                TASK_INVALID, "name= must be a string; decorate with @app.job or @app.job(...)"
             )
-        return register
+        return register if fn is None else register(fn)
 
     def periodic(
         self,
@@ -351,6 +377,7 @@ class Soniq:
         return uid is not None and await (await self.database()).job_cancel(uid)
 
     async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not ``processing`` (True); a running one is kept (False)."""
         uid = parse_uuid(job_id)
         return uid is not None and await (await self.database()).job_delete(uid)
 

@@ -115,6 +115,7 @@ def new_jobs(
         if task is not None and task.validate is None and not task.accepts_kwargs
         else None
     )
+    required = task.required_params if task is not None else frozenset()
     items: list[dict[str, Any]] = []
     for i, item in enumerate(args_list):
         if not isinstance(item, dict):
@@ -124,7 +125,7 @@ def new_jobs(
         if ref_model is not None:
             item = check_model_args(ref_model, item, name)
         elif names is not None:
-            if not names.issuperset(item):
+            if not names.issuperset(item) or not required <= item.keys():
                 check_handler_args(task, item)  # type: ignore[arg-type]  # raises
         elif task is not None:
             item = check_handler_args(task, item)
@@ -253,7 +254,8 @@ def resolve(
 
 def check_handler_args(task: Task[Any, Any], args: dict[str, Any]) -> dict[str, Any]:
     """``args`` as the handler gets them: validated by ``validate=``, else checked against
-    the handler's parameters."""
+    the handler's parameters (required ones present, unknown ones refused unless the
+    handler takes ``**kwargs``; ``JobContext`` parameters are the worker's to fill)."""
     if task.validate is not None:
         return task.check_args(args)
     if not task.accepts_kwargs:
@@ -264,6 +266,13 @@ def check_handler_args(task: Task[Any, Any], args: dict[str, Any]) -> dict[str, 
                 f"{task.name} takes no argument(s) {sorted(unknown)}; "
                 f"its parameters are {sorted(task.param_names - set(task.context_params))}",
             )
+    missing = task.required_params - args.keys()
+    if missing:
+        raise SoniqError(
+            TASK_ARGS_INVALID,
+            f"{task.name} is missing required argument(s) {sorted(missing)}; "
+            "pass them to enqueue (or give those parameters defaults)",
+        )
     return args
 
 

@@ -189,7 +189,8 @@ WHERE id = $1 AND status = 'queued'
 RETURNING id
 
 -- name: job_delete
-DELETE FROM {schema}.soniq_jobs WHERE id = $1 RETURNING id
+-- A processing job is not deleted: its worker's outcome would be dropped (abort it first).
+DELETE FROM {schema}.soniq_jobs WHERE id = $1 AND status <> 'processing' RETURNING id
 
 -- name: job_retry_dead
 -- A dead-lettered job back to queued under its own id, with one more attempt allowed.
