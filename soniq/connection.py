@@ -34,13 +34,29 @@ def redact_url(url: str) -> str:
 
 
 def unavailable(url: str, exc: BaseException) -> SoniqError:
-    """The error for a server that cannot be reached at ``url`` (password redacted)."""
-    return SoniqError(
-        DATABASE_UNAVAILABLE,
-        f"cannot reach PostgreSQL at {redact_url(url)}: {exc}. Fix: start the server or "
-        "point SONIQ_DATABASE_URL (or --database-url) at a reachable database; "
-        "`soniq setup` creates the database if it is missing.",
-    )
+    """The error for a failed connection to ``url`` (password redacted), naming the fix
+    for what actually failed: authentication, a missing database, or reaching the server."""
+    where = redact_url(url)
+    if isinstance(
+        exc, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+    ):
+        message = (
+            f"PostgreSQL at {where} refused the login: {exc}. Fix: check the user name and "
+            "password in SONIQ_DATABASE_URL (or --database-url), and that pg_hba.conf lets "
+            "this user connect to this database."
+        )
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        message = (
+            f"the database at {where} does not exist: {exc}. Fix: run `soniq setup` "
+            "(it creates the database, then the schema), or point SONIQ_DATABASE_URL at an "
+            "existing database."
+        )
+    else:
+        message = (
+            f"cannot reach PostgreSQL at {where}: {exc}. Fix: start the server, or point "
+            "SONIQ_DATABASE_URL (or --database-url) at a reachable one (host, port)."
+        )
+    return SoniqError(DATABASE_UNAVAILABLE, message)
 
 
 class Connector:
