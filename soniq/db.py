@@ -107,7 +107,7 @@ async def skip_reset(conn: Conn) -> None:
 
 
 def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:
-    """The outcome statement's parameters $1..$9 for ``batch`` (see ``_job_report``)."""
+    """The outcome statement's parameters $1..$10 for ``batch`` (see ``_job_report``)."""
     return (worker_id, batch.done_ids, batch.done_results, *batch.other_columns())
 
 

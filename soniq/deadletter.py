@@ -27,6 +27,9 @@ class DeadLetterJob:
     reason: str
     resurrection_count: int
     dead_lettered_at: datetime | None
+    # one entry per failed attempt, oldest first: attempt, at, error, traceback; filled by
+    # get_dead_letter_job (list_dead_letter_jobs leaves it None: tracebacks are large)
+    errors: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> DeadLetterJob:
@@ -40,6 +43,7 @@ class DeadLetterJob:
             reason=row["dead_reason"] or "max_retries_exceeded",
             resurrection_count=row["resurrection_count"],
             dead_lettered_at=row["dead_lettered_at"],
+            errors=(row["errors"] or []) if "errors" in row.keys() else None,
         )
 
 

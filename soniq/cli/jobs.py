@@ -67,7 +67,7 @@ def jobs_list(
                         j["status"].value,
                         f"{j['attempts']}/{j['max_attempts']}",
                         ago(j["scheduled_at"]),
-                        short(j["last_error"], 50),
+                        short(_error_behind(j), 50),
                     ]
                     for j in rows
                 ],
@@ -75,6 +75,15 @@ def jobs_list(
         )
 
     with_app(go)
+
+
+def _error_behind(job: dict[str, Any]) -> str | None:
+    """The last error, when the job's current state came from it: dead-lettered, or queued
+    again for a retry (not a done job whose earlier attempt failed)."""
+    status = job["status"]
+    if status is JobStatus.DEAD_LETTER or (status is JobStatus.QUEUED and job["attempts"] > 0):
+        return job["last_error"]  # type: ignore[no-any-return]
+    return None
 
 
 def _job_command(
