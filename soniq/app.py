@@ -376,6 +376,35 @@ class Soniq:
         uid = parse_uuid(job_id)
         return uid is not None and await (await self.database()).job_cancel(uid)
 
+    async def cancel_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        job_name: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> int:
+        """Cancel every queued or waiting job matching all the filters given (at least one);
+        returns how many."""
+        if queue is None and job_name is None and tags is None:
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "cancel_jobs needs at least one filter: queue=, job_name= or tags= "
+                "(it never cancels every job by accident)",
+            )
+        for what, value in (("queue", queue), ("job_name", job_name)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SoniqError(ENQUEUE_INVALID, f"{what}= must be a non-empty string")
+        if tags is not None:
+            # TODO(lead, job control merge): filter on the tags column once it exists
+            # (jobs whose tags contain every one given); until then refuse rather than
+            # cancel more than was asked.
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "cancel_jobs(tags=...) needs job tags, which this database does not have "
+                "yet; filter by queue= and/or job_name=",
+            )
+        return await (await self.database()).job_cancel_matching(queue, job_name)
+
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job that is not ``processing`` (True); a running one is kept (False)."""
         uid = parse_uuid(job_id)

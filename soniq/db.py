@@ -256,6 +256,10 @@ class Database:
     async def job_cancel(self, job_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(self.q["job_cancel"], job_id) is not None
 
+    async def job_cancel_matching(self, queue: str | None, job_name: str | None) -> int:
+        status = await self.pool.execute(self.q["job_cancel_matching"], queue, job_name)
+        return int(status.rsplit(" ", 1)[-1])
+
     async def job_delete(self, job_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(self.q["job_delete"], job_id) is not None
 

@@ -1,4 +1,4 @@
-"""``soniq jobs``: list, cancel and retry jobs."""
+"""``soniq jobs``: list, cancel, retry and purge jobs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from soniq.states import JobStatus
 
 @cli.group(cls=SoniqGroup)
 def jobs() -> None:
-    """List, cancel and retry jobs."""
+    """List, cancel, retry and purge jobs."""
 
 
 @jobs.command("list")
@@ -130,3 +130,34 @@ async def jobs_retry(app: Soniq, job_id: str, job: dict[str, Any]) -> None:
         f"job {job_id} is {job['status'].value}; only dead-lettered jobs can be retried "
         "(a failed job waiting for its next attempt is already queued)"
     )
+
+
+@jobs.command("purge")
+@common
+@json_option
+@click.option("--queue", metavar="Q", help="Only jobs of this queue.")
+@click.option("--name", metavar="TASK", help="Only jobs of this task name.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def jobs_purge(as_json: bool, queue: str | None, name: str | None, yes: bool) -> None:
+    """Cancel every queued and waiting job of a queue and/or task (they never run).
+
+    Jobs already running, finished or dead-lettered are left as they are.
+    """
+    if queue is None and name is None:
+        fail("give --queue and/or --name: purge cancels the matching jobs only", code=2)
+    what = " and ".join(
+        part
+        for part in (f"queue {queue!r}" if queue else "", f"task {name!r}" if name else "")
+        if part
+    )
+    if not yes:
+        click.confirm(f"Cancel every queued and waiting job of {what}?", abort=True, err=True)
+
+    async def go(app: Soniq) -> None:
+        count = await app.cancel_jobs(queue=queue, job_name=name)
+        if as_json:
+            emit_json({"cancelled": count, "queue": queue, "job_name": name})
+        else:
+            click.echo(f"Cancelled {count} job(s) of {what}.")
+
+    with_app(go)

@@ -192,6 +192,13 @@ UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
 WHERE id = $1 AND status = 'queued'
 RETURNING id
 
+-- name: job_cancel_matching
+-- Bulk cancel: every queued or waiting job of queue $1 (if given) and task $2 (if given).
+UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
+WHERE status IN ('queued', 'waiting')
+  AND ($1::text IS NULL OR queue = $1)
+  AND ($2::text IS NULL OR job_name = $2)
+
 -- name: job_delete
 -- A processing job is not deleted: its worker's outcome would be dropped (abort it first).
 DELETE FROM {schema}.soniq_jobs WHERE id = $1 AND status <> 'processing' RETURNING id
