@@ -65,6 +65,7 @@ class Soniq:
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self._connector)
         self.notifier = Notifier(self)
+        self._connector.on_new_loop.append(self.notifier.forget)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class Soniq:
 
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
+        self._connector.leave_other_loop()
         await self.notifier.close()
         await self._connector.close()
 
@@ -280,7 +282,7 @@ class Soniq:
         """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
         id, or that of the active job holding its dedup key."""
         # the open pool's Database without a coroutine call: this is the enqueue hot path
-        db = self._connector.db or await self._connector.database()
+        db = self._connector.current() or await self._connector.database()
         try:
             job_id = await db.job_insert(connection, job)
         except asyncpg.UndefinedTableError:
@@ -306,7 +308,7 @@ class Soniq:
         )
         if jobs is None:
             return []
-        db = self._connector.db or await self._connector.database()
+        db = self._connector.current() or await self._connector.database()
         try:
             await db.job_insert_many(connection, jobs)
         except asyncpg.UndefinedTableError:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -17,8 +20,10 @@ import asyncpg
 
 from soniq import embedded, migrate
 from soniq.db import Conn, Database, init_connection, skip_reset
-from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SoniqError
+from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, EVENT_LOOP_MISMATCH, SoniqError
 from soniq.settings import Settings
+
+log = logging.getLogger("soniq")
 
 
 def redact_url(url: str) -> str:
@@ -69,6 +74,45 @@ class Connector:
         self.db: Database | None = None
         self._url: str | None = None
         self._init_lock: asyncio.Lock | None = None
+        # the event loop the pool belongs to, and the thread that runs it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self.on_new_loop: list[Callable[[], None]] = []  # told when the pool is left behind
+
+    def current(self) -> Database | None:
+        """The open pool's ``Database`` if it belongs to the running event loop, else None.
+
+        Cheap enough for the enqueue hot path: a coroutine runs on the one loop running in
+        its thread, so the pool is ours exactly when its loop runs, in this thread.
+        """
+        db = self.db
+        if db is not None and self._thread == threading.get_ident():
+            loop = self._loop
+            if loop is not None and loop.is_running():
+                return db
+        return None
+
+    def leave_other_loop(self) -> None:
+        """If the pool belongs to another event loop than the running one: refuse when that
+        loop still runs (in another thread), else drop what belonged to it without awaiting
+        anything (``asyncio.run`` per call, as a Flask view or a script does)."""
+        loop, db = self._loop, self.db
+        if loop is None or (loop is asyncio.get_running_loop() and loop.is_running()):
+            return
+        if loop.is_running():
+            raise SoniqError(
+                EVENT_LOOP_MISMATCH,
+                "this Soniq instance is in use by an event loop running in another thread; "
+                "an instance's pool belongs to one loop. Fix: give each thread its own Soniq "
+                "instance, or run the call on the loop that owns it "
+                "(asyncio.run_coroutine_threadsafe); open it per loop with `async with app:`.",
+            )
+        self.db, self._loop, self._init_lock = None, None, None
+        if db is not None:
+            log.debug("the event loop of soniq's pool is gone; opening a new pool")
+            _abandon(db.pool, loop)
+        for forget in self.on_new_loop:
+            forget()
 
     @property
     def schema(self) -> str:
@@ -100,11 +144,14 @@ class Connector:
 
     async def database(self) -> Database:
         """The pool's ``Database``, created on first use (and, on the embedded default,
-        with migrations applied)."""
-        if self.db is not None:
-            return self.db
+        with migrations applied); a pool left by another (finished) event loop is replaced."""
+        db = self.current()
+        if db is not None:
+            return db
+        self.leave_other_loop()
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
+            self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         async with self._init_lock:
             if self.db is None:
                 url = await self.database_url()
@@ -127,6 +174,7 @@ class Connector:
 
     async def close(self) -> None:
         """Close the pool; the next ``database()`` opens a new one."""
+        self.leave_other_loop()  # a pool of a finished loop: nothing to await here
         db, self.db = self.db, None
         if db is not None:
             await db.pool.close()
@@ -164,6 +212,25 @@ class Connector:
             f"database {name!r} does not exist and the server has no 'postgres' database to "
             "create it from. Fix: create it yourself, then run `soniq setup` again.",
         )
+
+
+def _abandon(pool: asyncpg.Pool, loop: asyncio.AbstractEventLoop | None) -> None:
+    """End the connections of a pool whose event loop is over, without that loop: each
+    socket is shut down (the server ends its session at once) and the rest is left to the
+    garbage collector. On a loop that is closed nothing can be scheduled any more."""
+    for holder in getattr(pool, "_holders", ()):
+        conn = getattr(holder, "_con", None)
+        transport = getattr(conn, "_transport", None)
+        if conn is None or transport is None:
+            continue
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                conn.terminate()  # its callbacks run if that loop ever runs again
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 async def _connect_if_exists(url: str) -> Any:

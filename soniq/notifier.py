@@ -76,6 +76,14 @@ class Notifier:
         self._subs.clear()
         await self._stop()
 
+    def forget(self) -> None:
+        """Drop everything of an event loop that is over (its task, connection and
+        subscribers) without awaiting it; the next subscription starts afresh."""
+        self._subs.clear()
+        self._task, self._conn = None, None
+        self._listening = set()
+        self._pending = set()
+
     async def _remove(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.channel, [])
         if sub in subs:
