@@ -23,7 +23,9 @@ def _run(env: dict[str, str], case: str) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def test_three_asyncio_runs_in_a_row_each_enqueue(app: Soniq, cli_env: dict[str, str]) -> None:
+async def test_three_asyncio_runs_in_a_row_each_enqueue(
+    app: Soniq, cli_env: dict[str, str]
+) -> None:
     assert app._db is not None
     own = app._db.pool.get_size()  # the test's app: the same schema, so the same session name
     out = await asyncio.to_thread(_run, {**cli_env, "OTHER_SESSIONS": str(own)}, "sequential")
