@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ class DeadLetterJob:
     dead_lettered_at: datetime | None
     # one entry per failed attempt, oldest first: attempt, at, error, traceback; filled by
     # get_dead_letter_job (list_dead_letter_jobs leaves it None: tracebacks are large)
-    errors: list[dict[str, Any]] | None = None
+    errors: list[dict[str, Any]] | None = field(default=None, compare=False)
 
     @classmethod
     def from_row(cls, row: Any) -> DeadLetterJob:

@@ -10,6 +10,7 @@ when imported here.
 
 from soniq.cli import (  # noqa: F401  (imported to register their commands)
     dead_letter,
+    embedded,
     enqueue,
     inspection,
     jobs,
