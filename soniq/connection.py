@@ -21,6 +21,7 @@ import asyncpg
 from soniq import embedded, migrate
 from soniq.db import Conn, Database, init_connection, skip_reset
 from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, EVENT_LOOP_MISMATCH, SoniqError
+from soniq.outage import quiet_asyncpg_pool
 from soniq.settings import Settings
 
 log = logging.getLogger("soniq")
@@ -155,6 +156,7 @@ class Connector:
         async with self._init_lock:
             if self.db is None:
                 url = await self.database_url()
+                quiet_asyncpg_pool()
                 try:
                     pool = await asyncpg.create_pool(
                         url,

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from soniq.errors import DB_ERRORS
+from soniq.outage import Outage, is_outage
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -39,6 +39,7 @@ class Heartbeat:
     async def run(self) -> None:
         interval = self.app.settings.heartbeat_interval
         db = await self.app.database()
+        outage = Outage(f"worker {self.worker_id} heartbeat", log)
         conn: Any = None
         try:
             while True:
@@ -53,13 +54,16 @@ class Heartbeat:
                         )
                         await self.register(conn)
                 except Exception as exc:  # a dead heartbeat loop would get this worker rescued
-                    log.warning(
-                        "heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS)
-                    )
+                    if is_outage(exc):
+                        outage.failed(exc, interval)
+                    else:
+                        log.warning("heartbeat failed: %s", exc, exc_info=True)
                     if conn is not None:
                         with contextlib.suppress(Exception):
                             conn.terminate()
                     conn = None
+                else:
+                    outage.ok()
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):

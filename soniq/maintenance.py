@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from soniq.errors import DB_ERRORS, SoniqError
+from soniq.outage import Outage, is_outage
 from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ class Maintenance:
             "prune": max(60.0, interval * 10),
         }
         self._last = dict.fromkeys(self.periods, -math.inf)
+        self.outage = Outage("maintenance", log)
 
     async def run(self) -> None:
         """Run passes as they fall due, until cancelled; a failed pass is logged and tried
@@ -173,9 +175,14 @@ class Maintenance:
             try:
                 await self._pass(name)
             except _EXPECTED as exc:
-                log.warning("maintenance (%s) failed: %s", name, exc)
+                if is_outage(exc):
+                    self.outage.failed(exc, min(self.periods.values()))
+                else:
+                    log.warning("maintenance (%s) failed: %s", name, exc)
             except Exception:
                 log.exception("maintenance (%s) failed", name)
+            else:
+                self.outage.ok()
 
     async def _pass(self, name: str) -> None:
         if name == "rescue":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from soniq.aio import cancel_and_wait, retry_delay
+from soniq.outage import Outage, is_outage
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -50,6 +51,7 @@ class Notifier:
         self._conn: Any = None
         self._listening: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+        self.outage = Outage("LISTEN connection", log)
 
     def subscribe(
         self,
@@ -133,6 +135,7 @@ class Notifier:
                     await self._listen(conn, channel)
                 self._conn = conn
                 failures = 0
+                self.outage.ok()
                 for subs in list(self._subs.values()):
                     for sub in list(subs):
                         if sub.on_reconnect is not None:
@@ -147,7 +150,10 @@ class Notifier:
                 raise
             except Exception as exc:
                 failures += 1
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                if is_outage(exc):
+                    self.outage.failed(exc, retry_delay(99))
+                else:
+                    log.warning("LISTEN connection failed (%s); reconnecting", exc, exc_info=True)
             finally:
                 self._conn = None
                 if conn is not None and not conn.is_closed():

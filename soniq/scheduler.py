@@ -30,6 +30,7 @@ from soniq.enqueue import NewJob, schedule_job
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.ids import new_id
 from soniq.maintenance import Maintenance
+from soniq.outage import Outage, is_outage
 from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Scheduler:
         # the leader runs the maintenance loop unless its process already does (a worker)
         self._maintainer = Maintenance(app) if maintain else None
         self._maintenance: asyncio.Task[None] | None = None
+        self.outage = Outage("scheduler", log)
 
     # -- election ------------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class Scheduler:
             conn: Conn | None = None
             try:
                 conn = await self.app.connect()
+                self.outage.ok()
                 await self._session(conn, shutdown_event)
                 failures = 0
             except asyncio.CancelledError:
@@ -111,6 +114,8 @@ class Scheduler:
                 "scheduler: soniq's tables are missing in schema %r; run `soniq setup`",
                 self.app.schema,
             )
+        elif is_outage(exc):
+            self.outage.failed(exc, MAX_BACKOFF)
         elif isinstance(exc, (*DB_ERRORS, SoniqError)):
             log.warning("scheduler %s (attempt %d): %s", what, failures, exc)
         else:

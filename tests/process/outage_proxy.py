@@ -41,9 +41,7 @@ class OutageProxy:
             await self._server.wait_closed()
             self._server = None
         for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._pipes):
-            task.cancel()
+            writer.transport.abort()  # each relay then ends on its own
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
