@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -29,13 +30,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("soniq.worker")
 
 TRACEBACK_CHARS = 64 * 1024  # each failed attempt keeps the last this many characters
+_RUNNER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
 
 
 def traceback_text(exc: object) -> str | None:
     """The traceback of ``exc`` (an exception, else None), its last ``TRACEBACK_CHARS``."""
     if not isinstance(exc, BaseException):
         return None
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _RUNNER_FILE:
+        tb = tb.tb_next  # the runner's own frames: the traceback starts at the handler
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     if len(text) > TRACEBACK_CHARS:
         text = "[... earlier lines cut ...]\n" + text[-TRACEBACK_CHARS:]
     return text

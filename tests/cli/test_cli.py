@@ -41,9 +41,11 @@ async def test_help_lists_every_command(env):
         "tasks",
         "migrate-status",
         "jobs",
+        "enqueue",
+        "embedded",
     ]:
         assert f"  {name} " in result.stdout, name
-    for sub in (["jobs", "--help"], ["dead-letter", "--help"]):
+    for sub in (["jobs", "--help"], ["dead-letter", "--help"], ["embedded", "--help"]):
         result = await invoke(env, *sub)
         assert result.exit_code == 0
     result = await invoke(env, "nosuchcommand")
