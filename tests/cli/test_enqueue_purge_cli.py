@@ -113,3 +113,10 @@ async def test_jobs_purge_asks_then_cancels_the_matching_jobs(
 
     usage = await invoke(env, "jobs", "purge", "--yes")
     assert usage.exit_code == 2 and "--queue" in usage.stderr
+
+
+def test_a_typo_in_a_soniq_variable_is_named_with_the_fix(cli_env: dict[str, str]) -> None:
+    result = run_soniq({**cli_env, "SONIQ_CONCURENCY": "3"}, "migrate-status")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("SONIQ_CONCURENCY") == 1, result.stderr
+    assert "did you mean SONIQ_CONCURRENCY?" in result.stderr
