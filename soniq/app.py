@@ -18,7 +18,7 @@ from soniq import migrate
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
-from soniq.enqueue import NewJob, new_job, new_jobs
+from soniq.enqueue import NewJob, check_cancel_filters, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
 from soniq.jobs import Task, attach
 from soniq.notifier import Notifier
@@ -378,35 +378,6 @@ class Soniq:
         uid = parse_uuid(job_id)
         return uid is not None and await (await self.database()).job_cancel(uid)
 
-    async def cancel_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        job_name: str | None = None,
-        tags: Sequence[str] | None = None,
-    ) -> int:
-        """Cancel every queued or waiting job matching all the filters given (at least one);
-        returns how many."""
-        if queue is None and job_name is None and tags is None:
-            raise SoniqError(
-                ENQUEUE_INVALID,
-                "cancel_jobs needs at least one filter: queue=, job_name= or tags= "
-                "(it never cancels every job by accident)",
-            )
-        for what, value in (("queue", queue), ("job_name", job_name)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise SoniqError(ENQUEUE_INVALID, f"{what}= must be a non-empty string")
-        if tags is not None:
-            # TODO(lead, job control merge): filter on the tags column once it exists
-            # (jobs whose tags contain every one given); until then refuse rather than
-            # cancel more than was asked.
-            raise SoniqError(
-                ENQUEUE_INVALID,
-                "cancel_jobs(tags=...) needs job tags, which this database does not have "
-                "yet; filter by queue= and/or job_name=",
-            )
-        return await (await self.database()).job_cancel_matching(queue, job_name)
-
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job that is not ``processing`` (True); a running one is kept (False)."""
         uid = parse_uuid(job_id)
@@ -473,3 +444,26 @@ class Soniq:
         ``run_once``, until nothing is runnable)."""
         options = (concurrency, queues, run_once, shutdown_event, with_scheduler, handle_signals)
         await Worker(self, *options).run()
+
+    # -- bulk cancel (issue 18) ---------------------------------------------------------------
+
+    async def cancel_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        job_name: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> int:
+        """Cancel every queued or waiting job matching all the filters given (at least one);
+        returns how many."""
+        check_cancel_filters(queue, job_name, tags)
+        if tags is not None:
+            # TODO(lead, job control merge): filter on the tags column once it exists
+            # (jobs whose tags contain every one given); until then refuse rather than
+            # cancel more than was asked.
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "cancel_jobs(tags=...) needs job tags, which this database does not have "
+                "yet; filter by queue= and/or job_name=",
+            )
+        return await (await self.database()).job_cancel_matching(queue, job_name)

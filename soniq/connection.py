@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from threading import get_ident
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -65,6 +65,10 @@ def unavailable(url: str, exc: BaseException) -> SoniqError:
     return SoniqError(DATABASE_UNAVAILABLE, message)
 
 
+def _never() -> bool:
+    return False
+
+
 class Connector:
     """One app's URL (the configured one or the embedded server's), its direct sessions and
     its pool, opened on first use."""
@@ -77,6 +81,7 @@ class Connector:
         self._init_lock: asyncio.Lock | None = None
         # the event loop the pool belongs to, and the thread that runs it
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_running: Callable[[], bool] = _never
         self._thread = 0
         self.on_new_loop: list[Callable[[], None]] = []  # told when the pool is left behind
 
@@ -87,10 +92,8 @@ class Connector:
         its thread, so the pool is ours exactly when its loop runs, in this thread.
         """
         db = self.db
-        if db is not None and self._thread == threading.get_ident():
-            loop = self._loop
-            if loop is not None and loop.is_running():
-                return db
+        if db is not None and self._thread == get_ident() and self._loop_running():
+            return db
         return None
 
     def leave_other_loop(self) -> None:
@@ -108,7 +111,7 @@ class Connector:
                 "instance, or run the call on the loop that owns it "
                 "(asyncio.run_coroutine_threadsafe); open it per loop with `async with app:`.",
             )
-        self.db, self._loop, self._init_lock = None, None, None
+        self.db, self._loop, self._init_lock, self._loop_running = None, None, None, _never
         if db is not None:
             log.debug("the event loop of soniq's pool is gone; opening a new pool")
             _abandon(db.pool, loop)
@@ -152,7 +155,8 @@ class Connector:
         self.leave_other_loop()
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
-            self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
+            self._loop, self._thread = asyncio.get_running_loop(), get_ident()
+            self._loop_running = self._loop.is_running
         async with self._init_lock:
             if self.db is None:
                 url = await self.database_url()

@@ -335,3 +335,18 @@ def options(
     retries = task.retries if task is not None and task.retries is not None else None
     max_attempts = (retries if retries is not None else settings.max_retries) + 1
     return queue, priority, max_attempts
+
+
+def check_cancel_filters(queue: Any, job_name: Any, tags: Any) -> None:
+    """The filters of ``cancel_jobs``: at least one, each a non-empty string (tags a list)."""
+    if queue is None and job_name is None and tags is None:
+        raise SoniqError(
+            ENQUEUE_INVALID,
+            "cancel_jobs needs at least one filter: queue=, job_name= or tags= "
+            "(it never cancels every job by accident)",
+        )
+    for what, value in (("queue", queue), ("job_name", job_name)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SoniqError(ENQUEUE_INVALID, f"{what}= must be a non-empty string")
+    if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+        raise SoniqError(ENQUEUE_INVALID, "tags= must be a list of strings")
