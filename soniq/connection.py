@@ -221,22 +221,22 @@ class Connector:
 
 
 def _abandon(pool: asyncpg.Pool, loop: asyncio.AbstractEventLoop | None) -> None:
-    """End the connections of a pool whose event loop is over, without that loop: each
-    socket is shut down (the server ends its session at once) and the rest is left to the
-    garbage collector. On a loop that is closed nothing can be scheduled any more."""
+    """End the connections of a pool whose event loop is over, without running that loop:
+    each socket is shut down (the server ends its session at once); on a loop that is not
+    closed the connection is also terminated (its clean-up runs if that loop runs again),
+    and the rest is left to the garbage collector."""
     for holder in getattr(pool, "_holders", ()):
         conn = getattr(holder, "_con", None)
         transport = getattr(conn, "_transport", None)
         if conn is None or transport is None:
             continue
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(Exception):
-                conn.terminate()  # its callbacks run if that loop ever runs again
-            continue
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                conn.terminate()  # its callbacks run if that loop ever runs again
 
 
 async def _connect_if_exists(url: str) -> Any:
