@@ -145,6 +145,9 @@ class Settings(BaseSettings):
 _ALIASES = {"schema": "schema_name"}
 _ENV_PREFIX = "SONIQ_"
 _ENV_IGNORED_PREFIX = "SONIQ_TEST_"  # the test suite's own variables, not settings
+# SONIQ_* variables soniq reads that are not Settings fields (add yours here, or the
+# start-up warning below calls them unknown)
+OTHER_ENV_NAMES = ("SONIQ_DASHBOARD_TOKEN",)
 _warned_env: set[str] = set()
 log = logging.getLogger("soniq")
 
@@ -152,7 +155,8 @@ log = logging.getLogger("soniq")
 def env_names() -> list[str]:
     """Every ``SONIQ_*`` variable soniq reads."""
     names = {_ENV_PREFIX + field.upper() for field in Settings.model_fields}
-    return sorted(names | {_ENV_PREFIX + alias.upper() for alias in _ALIASES})
+    names |= {_ENV_PREFIX + alias.upper() for alias in _ALIASES}
+    return sorted(names | set(OTHER_ENV_NAMES))
 
 
 def warn_unknown_env(environ: Any = None) -> list[str]:
