@@ -18,7 +18,7 @@ from soniq import migrate
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
-from soniq.enqueue import NewJob, check_cancel_filters, new_job, new_jobs
+from soniq.enqueue import NewJob, check_cancel_filters, check_handler_args, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
 from soniq.jobs import Task, attach
 from soniq.notifier import Notifier
@@ -228,6 +228,7 @@ class Soniq:
         def register(fn: F) -> F:
             handler = self.job(**job_options)(fn)
             task: Task[Any, Any] = handler.__soniq_task__  # type: ignore[attr-defined]
+            check_handler_args(task, args or {})  # every firing would fail otherwise
             schedule = Schedule.create(
                 name=name or task.name,
                 job_name=task.name,

@@ -164,7 +164,7 @@ def warn_unknown_env(environ: Any = None) -> list[str]:
     naming the closest valid one; returns the unknown names found."""
     known = env_names()
     unknown = []
-    for name in (os.environ if environ is None else environ):
+    for name in os.environ if environ is None else environ:
         upper = name.upper()
         if not upper.startswith(_ENV_PREFIX) or upper.startswith(_ENV_IGNORED_PREFIX):
             continue

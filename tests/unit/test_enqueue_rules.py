@@ -337,8 +337,9 @@ def test_a_missing_required_argument_is_refused_at_enqueue() -> None:
     app = make_app()
 
     @app.job(name="t.sig")
-    async def sig(order_id: int, ctx: JobContext, *, note: str = "", force: bool = False) -> None:
-        ...
+    async def sig(
+        order_id: int, ctx: JobContext, *, note: str = "", force: bool = False
+    ) -> None: ...
 
     assert code_of(lambda: build(app, sig, {})) == "SONIQ_TASK_ARGS_INVALID"
     with pytest.raises(SoniqError, match="order_id"):
@@ -374,3 +375,19 @@ def test_the_bare_decorator_registers_like_the_called_one() -> None:
     assert bare.__soniq_task__.queue == "default"  # type: ignore[attr-defined]
     assert build(app, bare, {"n": 1}).job_name == bare.__soniq_task__.name  # type: ignore[attr-defined]
     assert callable(bare.enqueue)  # type: ignore[attr-defined]
+
+
+def test_a_periodic_job_missing_required_arguments_is_refused_at_registration() -> None:
+    app = make_app()
+    with pytest.raises(SoniqError) as info:
+
+        @app.periodic(every=60, name="t.needs")
+        async def needs(customer_id: int) -> None: ...
+
+    assert info.value.error_code == "SONIQ_TASK_ARGS_INVALID"
+    assert "customer_id" in info.value.message
+
+    @app.periodic(every=60, name="t.given", args={"customer_id": 1})
+    async def given(customer_id: int) -> None: ...
+
+    assert "t.given" in app.schedules
