@@ -343,7 +343,11 @@ class Soniq:
         if uid is None:
             return None
         row = await (await self.database()).job_get(uid)
-        return None if row is None else self._job_dict(row)
+        if row is None:
+            return None
+        job = self._job_dict(row)
+        job["errors"] = job["errors"] or []  # one entry per failed attempt
+        return job
 
     async def get_result(self, job_id: str) -> Any:
         uid = parse_uuid(job_id)

@@ -91,7 +91,6 @@ class Scheduler:
             conn: Conn | None = None
             try:
                 conn = await self.app.connect()
-                self.outage.ok()
                 await self._session(conn, shutdown_event)
                 failures = 0
             except asyncio.CancelledError:
@@ -132,6 +131,7 @@ class Scheduler:
         while not stop.is_set():
             started = time.monotonic()
             now = await self._now(db, conn)
+            self.outage.ok()  # a round trip went through
             delay = self.check_interval
             if not self.is_leader:
                 if await _timed(db.lock_try(conn, self.key)):
