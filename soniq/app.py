@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import asyncpg
 from pydantic import BaseModel
@@ -18,7 +18,7 @@ from soniq import browse, migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
-from soniq.enqueue import NewJob, new_job, new_jobs
+from soniq.enqueue import NewJob, check_cancel_filters, check_handler_args, new_job, new_jobs
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
 from soniq.foreign import as_asyncpg
 from soniq.jobs import Task, attach
@@ -77,6 +77,7 @@ class Soniq:
             from soniq.inline import InlineJobs
 
             InlineJobs(self, testing).install()
+        self._connector.on_new_loop.append(self.notifier.forget)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class Soniq:
 
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
+        self._connector.leave_other_loop()
         await self.notifier.close()
         await self._connector.close()
 
@@ -150,8 +152,14 @@ class Soniq:
 
     # -- registration ------------------------------------------------------------------------
 
+    @overload
+    def job(self, fn: F, /) -> F: ...
+
+    @overload
     def job(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -165,8 +173,28 @@ class Soniq:
         unique: bool = False,
         validate: type[BaseModel] | None = None,
         max_retries: int | None = None,
-    ) -> Callable[[F], F]:
-        """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``."""
+    ) -> Callable[[F], F]: ...
+
+    def job(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int | None = None,
+        retries: int | None = None,
+        retry_delay: float | Sequence[float] = 0,
+        retry_backoff: bool = False,
+        retry_max_delay: float | None = None,
+        retry_jitter: bool = True,
+        timeout: float | None = None,
+        unique: bool = False,
+        validate: type[BaseModel] | None = None,
+        max_retries: int | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
+        Used bare (``@app.job``) or called (``@app.job(...)``)."""
         if max_retries is not None:
             if retries is not None and retries != max_retries:
                 raise SoniqError(TASK_INVALID, "give retries= or max_retries=, not both")
@@ -194,9 +222,9 @@ class Soniq:
 
         if callable(name):
             raise SoniqError(
-                TASK_INVALID, "use @app.job() with parentheses (only the call form is supported)"
+                TASK_INVALID, "name= must be a string; decorate with @app.job or @app.job(...)"
             )
-        return register
+        return register if fn is None else register(fn)
 
     def periodic(
         self,
@@ -213,6 +241,7 @@ class Soniq:
         def register(fn: F) -> F:
             handler = self.job(**job_options)(fn)
             task: Task[Any, Any] = handler.__soniq_task__  # type: ignore[attr-defined]
+            check_handler_args(task, args or {})  # every firing would fail otherwise
             schedule = Schedule.create(
                 name=name or task.name,
                 job_name=task.name,
@@ -267,7 +296,7 @@ class Soniq:
         """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
         id, or that of the active job holding its dedup key."""
         # the open pool's Database without a coroutine call: this is the enqueue hot path
-        db = self._connector.db or await self._connector.database()
+        db = self._connector.current() or await self._connector.database()
         if connection is not None and type(connection) is not _ASYNCPG_CONN:
             connection = await as_asyncpg(connection)  # SQLAlchemy, or an error naming those
         try:
@@ -299,7 +328,7 @@ class Soniq:
         )
         if jobs is None:
             return []
-        db = self._connector.db or await self._connector.database()
+        db = self._connector.current() or await self._connector.database()
         if connection is not None:
             connection = await as_asyncpg(connection)
         try:
@@ -339,7 +368,11 @@ class Soniq:
         if uid is None:
             return None
         row = await (await self.database()).job_get(uid)
-        return None if row is None else self._job_dict(row)
+        if row is None:
+            return None
+        job = self._job_dict(row)
+        job["errors"] = job["errors"] or []  # one entry per failed attempt
+        return job
 
     async def get_result(self, job_id: str) -> Any:
         uid = parse_uuid(job_id)
@@ -376,6 +409,7 @@ class Soniq:
         return uid is not None and await (await self.database()).job_cancel(uid)
 
     async def delete_job(self, job_id: str) -> bool:
+        """Delete a job that is not ``processing`` (True); a running one is kept (False)."""
         uid = parse_uuid(job_id)
         return uid is not None and await (await self.database()).job_delete(uid)
 
@@ -452,6 +486,7 @@ class Soniq:
 
             sync = self.__dict__.setdefault("_sync", SyncApp(self))
         return sync  # type: ignore[no-any-return]
+
     # -- operator reads for the dashboard and CLI (soniq/browse.py) -------------------------
 
     async def list_jobs_page(
@@ -487,3 +522,26 @@ class Soniq:
     async def get_job_statuses(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Job id -> ``status``, ``attempts``, ``finished_at``, in one query."""
         return await browse.job_statuses(self, job_ids)
+
+    # -- bulk cancel (issue 18) ---------------------------------------------------------------
+
+    async def cancel_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        job_name: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> int:
+        """Cancel every queued or waiting job matching all the filters given (at least one);
+        returns how many."""
+        check_cancel_filters(queue, job_name, tags)
+        if tags is not None:
+            # TODO(lead, job control merge): filter on the tags column once it exists
+            # (jobs whose tags contain every one given); until then refuse rather than
+            # cancel more than was asked.
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "cancel_jobs(tags=...) needs job tags, which this database does not have "
+                "yet; filter by queue= and/or job_name=",
+            )
+        return await (await self.database()).job_cancel_matching(queue, job_name)

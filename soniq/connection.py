@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from threading import get_ident
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -17,8 +20,17 @@ import asyncpg
 
 from soniq import embedded, migrate
 from soniq.db import Conn, Database, init_connection, skip_reset
-from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SETTINGS_INVALID, SoniqError
+from soniq.errors import (
+    DATABASE_UNAVAILABLE,
+    DB_ERRORS,
+    EVENT_LOOP_MISMATCH,
+    SETTINGS_INVALID,
+    SoniqError,
+)
+from soniq.outage import quiet_asyncpg_pool
 from soniq.settings import Settings
+
+log = logging.getLogger("soniq")
 
 
 def redact_url(url: str) -> str:
@@ -34,13 +46,33 @@ def redact_url(url: str) -> str:
 
 
 def unavailable(url: str, exc: BaseException) -> SoniqError:
-    """The error for a server that cannot be reached at ``url`` (password redacted)."""
-    return SoniqError(
-        DATABASE_UNAVAILABLE,
-        f"cannot reach PostgreSQL at {redact_url(url)}: {exc}. Fix: start the server or "
-        "point SONIQ_DATABASE_URL (or --database-url) at a reachable database; "
-        "`soniq setup` creates the database if it is missing.",
-    )
+    """The error for a failed connection to ``url`` (password redacted), naming the fix
+    for what actually failed: authentication, a missing database, or reaching the server."""
+    where = redact_url(url)
+    if isinstance(
+        exc, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+    ):
+        message = (
+            f"PostgreSQL at {where} refused the login: {exc}. Fix: check the user name and "
+            "password in SONIQ_DATABASE_URL (or --database-url), and that pg_hba.conf lets "
+            "this user connect to this database."
+        )
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        message = (
+            f"the database at {where} does not exist: {exc}. Fix: run `soniq setup` "
+            "(it creates the database, then the schema), or point SONIQ_DATABASE_URL at an "
+            "existing database."
+        )
+    else:
+        message = (
+            f"cannot reach PostgreSQL at {where}: {exc}. Fix: start the server, or point "
+            "SONIQ_DATABASE_URL (or --database-url) at a reachable one (host, port)."
+        )
+    return SoniqError(DATABASE_UNAVAILABLE, message)
+
+
+def _never() -> bool:
+    return False
 
 
 SESSION_TIMEOUT_MIN = 5.0
@@ -62,6 +94,44 @@ class Connector:
         self.db: Database | None = None
         self._url: str | None = None
         self._init_lock: asyncio.Lock | None = None
+        # the event loop the pool belongs to, and the thread that runs it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_running: Callable[[], bool] = _never
+        self._thread = 0
+        self.on_new_loop: list[Callable[[], None]] = []  # told when the pool is left behind
+
+    def current(self) -> Database | None:
+        """The open pool's ``Database`` if it belongs to the running event loop, else None.
+
+        Cheap enough for the enqueue hot path: a coroutine runs on the one loop running in
+        its thread, so the pool is ours exactly when its loop runs, in this thread.
+        """
+        db = self.db
+        if db is not None and self._thread == get_ident() and self._loop_running():
+            return db
+        return None
+
+    def leave_other_loop(self) -> None:
+        """If the pool belongs to another event loop than the running one: refuse when that
+        loop still runs (in another thread), else drop what belonged to it without awaiting
+        anything (``asyncio.run`` per call, as a Flask view or a script does)."""
+        loop, db = self._loop, self.db
+        if loop is None or (loop is asyncio.get_running_loop() and loop.is_running()):
+            return
+        if loop.is_running():
+            raise SoniqError(
+                EVENT_LOOP_MISMATCH,
+                "this Soniq instance is in use by an event loop running in another thread; "
+                "an instance's pool belongs to one loop. Fix: give each thread its own Soniq "
+                "instance, or run the call on the loop that owns it "
+                "(asyncio.run_coroutine_threadsafe); open it per loop with `async with app:`.",
+            )
+        self.db, self._loop, self._init_lock, self._loop_running = None, None, None, _never
+        if db is not None:
+            log.debug("the event loop of soniq's pool is gone; opening a new pool")
+            _abandon(db.pool, loop)
+        for forget in self.on_new_loop:
+            forget()
 
     @property
     def schema(self) -> str:
@@ -124,14 +194,19 @@ class Connector:
 
     async def database(self) -> Database:
         """The pool's ``Database``, created on first use (and, on the embedded default,
-        with migrations applied)."""
-        if self.db is not None:
-            return self.db
+        with migrations applied); a pool left by another (finished) event loop is replaced."""
+        db = self.current()
+        if db is not None:
+            return db
+        self.leave_other_loop()
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
+            self._loop, self._thread = asyncio.get_running_loop(), get_ident()
+            self._loop_running = self._loop.is_running
         async with self._init_lock:
             if self.db is None:
                 url = await self.database_url()
+                quiet_asyncpg_pool()
                 try:
                     pool = await asyncpg.create_pool(
                         url,
@@ -154,6 +229,7 @@ class Connector:
 
     async def close(self) -> None:
         """Close the pool; the next ``database()`` opens a new one."""
+        self.leave_other_loop()  # a pool of a finished loop: nothing to await here
         db, self.db = self.db, None
         if db is not None:
             await db.pool.close()
@@ -191,6 +267,25 @@ class Connector:
             f"database {name!r} does not exist and the server has no 'postgres' database to "
             "create it from. Fix: create it yourself, then run `soniq setup` again.",
         )
+
+
+def _abandon(pool: asyncpg.Pool, loop: asyncio.AbstractEventLoop | None) -> None:
+    """End the connections of a pool whose event loop is over, without running that loop:
+    each socket is shut down (the server ends its session at once); on a loop that is not
+    closed the connection is also terminated (its clean-up runs if that loop runs again),
+    and the rest is left to the garbage collector."""
+    for holder in getattr(pool, "_holders", ()):
+        conn = getattr(holder, "_con", None)
+        transport = getattr(conn, "_transport", None)
+        if conn is None or transport is None:
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                conn.terminate()  # its callbacks run if that loop ever runs again
 
 
 async def _connect_if_exists(url: str) -> Any:

@@ -108,7 +108,7 @@ async def skip_reset(conn: Conn) -> None:
 
 
 def _report_args(worker_id: str, batch: Batch) -> tuple[Any, ...]:
-    """The outcome statement's parameters $1..$9 for ``batch`` (see ``_job_report``)."""
+    """The outcome statement's parameters $1..$10 for ``batch`` (see ``_job_report``)."""
     return (worker_id, batch.done_ids, batch.done_results, *batch.other_columns())
 
 
@@ -286,6 +286,10 @@ class Database:
 
     async def job_cancel(self, job_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(self.q["job_cancel"], job_id) is not None
+
+    async def job_cancel_matching(self, queue: str | None, job_name: str | None) -> int:
+        status = await self.pool.execute(self.q["job_cancel_matching"], queue, job_name)
+        return int(status.rsplit(" ", 1)[-1])
 
     async def job_delete(self, job_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(self.q["job_delete"], job_id) is not None

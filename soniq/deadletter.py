@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,9 @@ class DeadLetterJob:
     reason: str
     resurrection_count: int
     dead_lettered_at: datetime | None
+    # one entry per failed attempt, oldest first: attempt, at, error, traceback; filled by
+    # get_dead_letter_job (list_dead_letter_jobs leaves it None: tracebacks are large)
+    errors: list[dict[str, Any]] | None = field(default=None, compare=False)
 
     @classmethod
     def from_row(cls, row: Any) -> DeadLetterJob:
@@ -40,6 +43,7 @@ class DeadLetterJob:
             reason=row["dead_reason"] or "max_retries_exceeded",
             resurrection_count=row["resurrection_count"],
             dead_lettered_at=row["dead_lettered_at"],
+            errors=(row["errors"] or []) if "errors" in row.keys() else None,
         )
 
 

@@ -115,6 +115,7 @@ def new_jobs(
         if task is not None and task.validate is None and not task.accepts_kwargs
         else None
     )
+    required = task.required_params if task is not None else frozenset()
     items: list[dict[str, Any]] = []
     for i, item in enumerate(args_list):
         if not isinstance(item, dict):
@@ -124,7 +125,7 @@ def new_jobs(
         if ref_model is not None:
             item = check_model_args(ref_model, item, name)
         elif names is not None:
-            if not names.issuperset(item):
+            if not names.issuperset(item) or not required <= item.keys():
                 check_handler_args(task, item)  # type: ignore[arg-type]  # raises
         elif task is not None:
             item = check_handler_args(task, item)
@@ -253,7 +254,8 @@ def resolve(
 
 def check_handler_args(task: Task[Any, Any], args: dict[str, Any]) -> dict[str, Any]:
     """``args`` as the handler gets them: validated by ``validate=``, else checked against
-    the handler's parameters."""
+    the handler's parameters (required ones present, unknown ones refused unless the
+    handler takes ``**kwargs``; ``JobContext`` parameters are the worker's to fill)."""
     if task.validate is not None:
         return task.check_args(args)
     if not task.accepts_kwargs:
@@ -264,6 +266,13 @@ def check_handler_args(task: Task[Any, Any], args: dict[str, Any]) -> dict[str, 
                 f"{task.name} takes no argument(s) {sorted(unknown)}; "
                 f"its parameters are {sorted(task.param_names - set(task.context_params))}",
             )
+    missing = task.required_params - args.keys()
+    if missing:
+        raise SoniqError(
+            TASK_ARGS_INVALID,
+            f"{task.name} is missing required argument(s) {sorted(missing)}; "
+            "pass them to enqueue (or give those parameters defaults)",
+        )
     return args
 
 
@@ -326,3 +335,18 @@ def options(
     retries = task.retries if task is not None and task.retries is not None else None
     max_attempts = (retries if retries is not None else settings.max_retries) + 1
     return queue, priority, max_attempts
+
+
+def check_cancel_filters(queue: Any, job_name: Any, tags: Any) -> None:
+    """The filters of ``cancel_jobs``: at least one, each a non-empty string (tags a list)."""
+    if queue is None and job_name is None and tags is None:
+        raise SoniqError(
+            ENQUEUE_INVALID,
+            "cancel_jobs needs at least one filter: queue=, job_name= or tags= "
+            "(it never cancels every job by accident)",
+        )
+    for what, value in (("queue", queue), ("job_name", job_name)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise SoniqError(ENQUEUE_INVALID, f"{what}= must be a non-empty string")
+    if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+        raise SoniqError(ENQUEUE_INVALID, "tags= must be a list of strings")

@@ -20,8 +20,8 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from soniq.connection import application_name
-from soniq.errors import DB_ERRORS
 from soniq.maintenance import Maintenance
+from soniq.outage import Outage, is_outage
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -76,6 +76,7 @@ class Heartbeat:
     async def run(self) -> None:
         interval = self.app.settings.heartbeat_interval
         db = await self.app.database()
+        outage = Outage(f"worker {self.worker_id} heartbeat", log)
         try:
             while True:
                 try:
@@ -92,11 +93,13 @@ class Heartbeat:
                         )
                         await self.register(self.conn)
                 except Exception as exc:  # a dead heartbeat loop would get this worker rescued
-                    log.warning(
-                        "heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS)
-                    )
+                    if is_outage(exc):
+                        outage.failed(exc, interval)
+                    else:
+                        log.warning("heartbeat failed: %s", exc, exc_info=True)
                     self._drop()
                 else:
+                    outage.ok()
                     if self.maintenance is not None:
                         await self.maintenance.run_due()
                 await asyncio.sleep(interval)

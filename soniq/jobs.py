@@ -130,6 +130,7 @@ class Task(Generic[P, R]):
     context_params: tuple[str, ...]
     accepts_kwargs: bool = False
     param_names: frozenset[str] = field(default_factory=frozenset)
+    required_params: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def create(
@@ -169,6 +170,7 @@ class Task(Generic[P, R]):
         ):
             raise SoniqError(TASK_INVALID, f"validate= for {task_name} must be a pydantic model")
         params = inspect.signature(fn).parameters
+        context_params = _context_params(fn)
         return cls(
             name=task_name,
             fn=fn,
@@ -180,9 +182,16 @@ class Task(Generic[P, R]):
             unique=unique,
             validate=validate,
             is_async=inspect.iscoroutinefunction(fn),
-            context_params=_context_params(fn),
+            context_params=context_params,
             accepts_kwargs=any(p.kind is p.VAR_KEYWORD for p in params.values()),
             param_names=frozenset(params),
+            required_params=frozenset(
+                n
+                for n, p in params.items()
+                if p.default is p.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and n not in context_params
+            ),
         )
 
     def check_args(self, args: dict[str, Any]) -> dict[str, Any]:

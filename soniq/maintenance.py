@@ -24,6 +24,7 @@ import asyncpg
 
 from soniq.db import Database, init_connection
 from soniq.errors import DB_ERRORS, SoniqError
+from soniq.outage import Outage, is_outage
 from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class Maintenance:
             "prune": max(60.0, interval * 10),
         }
         self._last = dict.fromkeys(self.periods, -math.inf)
+        self.outage = Outage("maintenance", log)
 
     async def run(self) -> None:
         """Run passes as they fall due, until cancelled; a failed pass is logged and tried
@@ -219,9 +221,14 @@ class Maintenance:
             try:
                 await self._pass(name, deadline - now)
             except _EXPECTED as exc:
-                log.warning("maintenance (%s) failed: %r", name, exc)
+                if is_outage(exc):
+                    self.outage.failed(exc, min(self.periods.values()))
+                else:
+                    log.warning("maintenance (%s) failed: %s", name, exc)
             except Exception:
                 log.exception("maintenance (%s) failed", name)
+            else:
+                self.outage.ok()
 
     async def _pass(self, name: str, left: float) -> None:
         if name == "rescue":

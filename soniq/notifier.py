@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from soniq.aio import cancel_and_wait, retry_delay
 from soniq.connection import application_name
+from soniq.outage import Outage, is_outage
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -51,6 +52,7 @@ class Notifier:
         self._conn: Any = None
         self._listening: set[str] = set()
         self._pending: set[asyncio.Task[None]] = set()
+        self.outage = Outage("LISTEN connection", log)
 
     def subscribe(
         self,
@@ -76,6 +78,14 @@ class Notifier:
         """Stop listening for every subscriber (``Soniq.close``)."""
         self._subs.clear()
         await self._stop()
+
+    def forget(self) -> None:
+        """Drop everything of an event loop that is over (its task, connection and
+        subscribers) without awaiting it; the next subscription starts afresh."""
+        self._subs.clear()
+        self._task, self._conn = None, None
+        self._listening = set()
+        self._pending = set()
 
     async def _remove(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.channel, [])
@@ -128,6 +138,7 @@ class Notifier:
                     await self._listen(conn, channel)
                 self._conn = conn
                 failures = 0
+                self.outage.ok()
                 for subs in list(self._subs.values()):
                     for sub in list(subs):
                         if sub.on_reconnect is not None:
@@ -142,7 +153,10 @@ class Notifier:
                 raise
             except Exception as exc:
                 failures += 1
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                if is_outage(exc):
+                    self.outage.failed(exc, retry_delay(99))
+                else:
+                    log.warning("LISTEN connection failed (%s); reconnecting", exc, exc_info=True)
             finally:
                 self._conn = None
                 if conn is not None and not conn.is_closed():

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,13 +29,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("soniq.worker")
 
+TRACEBACK_CHARS = 64 * 1024  # each failed attempt keeps the last this many characters
+_RUNNER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
+
+
+def traceback_text(exc: object) -> str | None:
+    """The traceback of ``exc`` (an exception, else None), its last ``TRACEBACK_CHARS``."""
+    if not isinstance(exc, BaseException):
+        return None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _RUNNER_FILE:
+        tb = tb.tb_next  # the runner's own frames: the traceback starts at the handler
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > TRACEBACK_CHARS:
+        text = "[... earlier lines cut ...]\n" + text[-TRACEBACK_CHARS:]
+    return text
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRow:
     """An attempt that did not succeed, as the outcome statement takes it.
 
     The fields are the columns of ``unnest(...) AS r(id, status, delay, refund, error,
-    reason)`` in the ``_job_report`` fragment of ``sql/jobs.sql``.
+    reason, traceback)`` in the ``_job_report`` fragment of ``sql/jobs.sql``.
     """
 
     id: uuid.UUID
@@ -42,6 +60,7 @@ class OutcomeRow:
     refund: bool  # the attempt does not count (snooze)
     error: str | None  # appended to the job's errors; None for a snooze
     reason: str | None  # a DeadReason value, when dead-lettered
+    traceback: str | None = None  # the failed attempt's traceback (at most TRACEBACK_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +85,7 @@ class Batch:
             [r.refund for r in rows],
             [r.error for r in rows],
             [r.reason for r in rows],
+            [r.traceback for r in rows],
         )
 
 
@@ -136,6 +156,7 @@ class Reporter:
                 refund=decision.refund_attempt,
                 error=None if snooze else outcome.error,
                 reason=decision.reason.value if decision.reason else None,
+                traceback=None if snooze else traceback_text(outcome.result),
             )
         )
         if decision.status is JobStatus.QUEUED and decision.delay <= 0:

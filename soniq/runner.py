@@ -127,7 +127,7 @@ class Runner:
             if task.validate is not None:
                 kwargs = task.check_args(kwargs)
         except Exception as exc:
-            return Outcome(Kind.ERROR, error=str(exc))
+            return Outcome(Kind.ERROR, error=str(exc), result=exc)
         # the context is built only when something takes it (most handlers do not)
         ctx = (
             self.context(job)

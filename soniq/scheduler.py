@@ -31,6 +31,7 @@ from soniq.enqueue import NewJob, schedule_job
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.ids import new_id
 from soniq.maintenance import Maintenance
+from soniq.outage import Outage, is_outage
 from soniq.queries import advisory_key
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Scheduler:
         # the leader runs the maintenance loop unless its process already does (a worker)
         self._maintainer = Maintenance(app) if maintain else None
         self._maintenance: asyncio.Task[None] | None = None
+        self.outage = Outage("scheduler", log)
 
     # -- election ------------------------------------------------------------------------------
 
@@ -114,6 +116,8 @@ class Scheduler:
                 "scheduler: soniq's tables are missing in schema %r; run `soniq setup`",
                 self.app.schema,
             )
+        elif is_outage(exc):
+            self.outage.failed(exc, MAX_BACKOFF)
         elif isinstance(exc, (*DB_ERRORS, SoniqError)):
             log.warning("scheduler %s (attempt %d): %s", what, failures, exc)
         else:
@@ -130,6 +134,7 @@ class Scheduler:
         while not stop.is_set():
             started = time.monotonic()
             now = await self._now(db, conn)
+            self.outage.ok()  # a round trip went through
             delay = self.check_interval
             if not self.is_leader:
                 if await _timed(db.lock_try(conn, self.key)):

@@ -7,6 +7,9 @@ environment variables, then the defaults below. Values that cannot work raise
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -77,6 +80,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"queue name {q!r} must match {QUEUE_RE.pattern}")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("postgresql", "postgres"):
+            shown = f"a {scheme}:// URL" if scheme else "not a URL"
+            raise ValueError(
+                f"database_url is {shown}; soniq needs PostgreSQL: "
+                "postgresql://user:password@host:5432/dbname"
+            )
+        return value
+
     @field_validator("schema_name")
     @classmethod
     def _schema(cls, value: str) -> str:
@@ -136,12 +153,46 @@ class Settings(BaseSettings):
 
 
 _ALIASES = {"schema": "schema_name"}
+_ENV_PREFIX = "SONIQ_"
+_ENV_IGNORED_PREFIX = "SONIQ_TEST_"  # the test suite's own variables, not settings
+# SONIQ_* variables soniq reads that are not Settings fields (add yours here, or the
+# start-up warning below calls them unknown)
+OTHER_ENV_NAMES = ("SONIQ_DASHBOARD_TOKEN",)
+_warned_env: set[str] = set()
+log = logging.getLogger("soniq")
+
+
+def env_names() -> list[str]:
+    """Every ``SONIQ_*`` variable soniq reads."""
+    names = {_ENV_PREFIX + field.upper() for field in Settings.model_fields}
+    names |= {_ENV_PREFIX + alias.upper() for alias in _ALIASES}
+    return sorted(names | set(OTHER_ENV_NAMES))
+
+
+def warn_unknown_env(environ: Any = None) -> list[str]:
+    """Log one warning (once per process) for each ``SONIQ_*`` variable that is no setting,
+    naming the closest valid one; returns the unknown names found."""
+    known = env_names()
+    unknown = []
+    for name in os.environ if environ is None else environ:
+        upper = name.upper()
+        if not upper.startswith(_ENV_PREFIX) or upper.startswith(_ENV_IGNORED_PREFIX):
+            continue
+        if upper in known:
+            continue
+        unknown.append(name)
+        if name in _warned_env:
+            continue
+        _warned_env.add(name)
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"valid names: {', '.join(known)}"
+        log.warning("ignoring unknown environment variable %s: %s", name, hint)
+    return unknown
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from keyword overrides and the environment, or raise SoniqError."""
-    import os
-
+    warn_unknown_env()
     kwargs = {_ALIASES.get(k, k): v for k, v in overrides.items() if v is not None}
     if "schema_name" not in kwargs and os.environ.get("SONIQ_SCHEMA"):
         kwargs["schema_name"] = os.environ["SONIQ_SCHEMA"]

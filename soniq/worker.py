@@ -32,6 +32,7 @@ from soniq.db import init_connection
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.heartbeat import Heartbeat
 from soniq.jobs import Task
+from soniq.outage import Outage, is_outage
 from soniq.outcomes import EMPTY_BATCH, Batch, Reporter
 from soniq.runner import CANCEL_GRACE, ClaimedJob, Runner
 from soniq.scheduler import Scheduler
@@ -94,6 +95,7 @@ class Worker:
         self.more_work = WakeFlag(self._wake)
         self.slot_free = WakeFlag(self._wake)
         self.reporter = Reporter(self._wake, app.observers)
+        self.outage = Outage(f"worker {self.worker_id}", log)
         self.executor: ThreadPoolExecutor | None = None
         self.runner: Runner | None = None
         self._db: Database | None = None
@@ -210,7 +212,8 @@ class Worker:
                 if self.force.is_set() or (self.stop.is_set() and failures > 3):
                     raise
                 delay = retry_delay(failures)
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                self.outage.failed(exc, retry_delay(99))
+                log.debug("%s failed (%s); retrying in %.1fs", what, exc, delay)
                 await self._sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
@@ -245,18 +248,17 @@ class Worker:
                 batch = reporter.take()
                 claimed = await self._claim(free, batch)
                 failures = 0
+                self.outage.ok()
             except Exception as exc:  # never let a fault end the loop
                 reporter.restore(batch)
                 failures += 1
                 self._needs_reconcile = True
                 await self._drop_connection()
                 delay = retry_delay(failures)
-                log.warning(
-                    "claim failed (%s); retrying in %.1fs",
-                    exc,
-                    delay,
-                    exc_info=not isinstance(exc, DB_ERRORS),
-                )
+                if is_outage(exc):
+                    self.outage.failed(exc, retry_delay(99))
+                else:
+                    log.warning("claim failed (%s); retrying in %.1fs", exc, delay, exc_info=True)
                 await self._sleep(delay)
                 continue
             if batch.requeue_now:
@@ -342,12 +344,12 @@ class Worker:
             self.reporter.restore(batch)
             self._needs_reconcile = True
             await self._drop_connection()
-            log.warning(
-                "could not record %d outcome(s): %s",
-                len(self.reporter),
-                exc,
-                exc_info=not isinstance(exc, DB_ERRORS),
-            )
+            if is_outage(exc):
+                self.outage.failed(exc, retry_delay(99))
+            else:
+                log.warning(
+                    "could not record %d outcome(s): %s", len(self.reporter), exc, exc_info=True
+                )
             return False
         if batch.requeue_now:
             self.more_work.set()

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ import pytest
 from soniq import Soniq
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DATA_DIR = ROOT / ".soniq-test"
+# SONIQ_TEST_DATA_DIR: another directory (a test runs the suite itself on a fresh one)
+TEST_DATA_DIR = Path(os.environ.get("SONIQ_TEST_DATA_DIR") or ROOT / ".soniq-test")
 TEST_DATABASE = "soniq_test"
 
 # Small intervals, as API.md promises they work.
@@ -35,14 +36,17 @@ FAST_SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
-    """URL of the session's database (created if missing)."""
+def pg_url() -> Iterator[str]:
+    """URL of the session's database (created if missing). The embedded server is stopped
+    when the session ends, unless another live process still uses it."""
     url = os.environ.get("SONIQ_TEST_DATABASE_URL")
     if url:
-        return url
+        yield url
+        return
     from soniq import embedded
 
-    return asyncio.run(embedded.database_url(str(TEST_DATA_DIR), TEST_DATABASE))
+    yield asyncio.run(embedded.database_url(str(TEST_DATA_DIR), TEST_DATABASE))
+    embedded.release(TEST_DATA_DIR)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ when imported here.
 from soniq.cli import (  # noqa: F401  (imported to register their commands)
     dashboard,
     dead_letter,
+    embedded,
+    enqueue,
     inspection,
     jobs,
     processes,

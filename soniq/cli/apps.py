@@ -37,9 +37,9 @@ def _overrides(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _plain_app(cfg: Config) -> Soniq:
+def _plain_app(cfg: Config, **settings: Any) -> Soniq:
     """An instance configured from flags and SONIQ_* (operator commands need no handlers)."""
-    return Soniq(**_overrides(cfg))
+    return Soniq(**{**settings, **_overrides(cfg)})
 
 
 def _module_names(cfg: Config) -> list[str]:
@@ -112,10 +112,10 @@ async def _opened(app: Soniq) -> Any:
         await app.close()
 
 
-def with_app(fn: Callable[[Soniq], Awaitable[T]]) -> T:
+def with_app(fn: Callable[[Soniq], Awaitable[T]], **settings: Any) -> T:
     cfg = current_config()
     _quiet_logging(cfg)
-    app = _plain_app(cfg)
+    app = _plain_app(cfg, **settings)
 
     async def go() -> T:
         async with _opened(app):

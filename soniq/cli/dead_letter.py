@@ -11,7 +11,16 @@ from soniq.app import Soniq
 from soniq.cli.apps import with_app
 from soniq.cli.base import SoniqGroup, cli, common, fail, json_option
 from soniq.cli.bulk import Selection, act_in_bulk, bulk_options
-from soniq.cli.render import ago, console, details, emit_json, short, stamp, table
+from soniq.cli.render import (
+    ago,
+    console,
+    details,
+    emit_json,
+    print_tracebacks,
+    short,
+    stamp,
+    table,
+)
 
 
 @cli.group("dead-letter", cls=SoniqGroup)
@@ -99,6 +108,7 @@ def dead_letter_show(as_json: bool, ids: tuple[str, ...]) -> None:
                 ("last error", d.last_error),
             ]
             out.print(details(f"Dead-letter entry {d.id}", pairs))
+            print_tracebacks(out, d.errors or [])
 
     with_app(go)
 

@@ -17,6 +17,7 @@ from soniq.cli.render import (
     console,
     details,
     emit_json,
+    print_tracebacks,
     stamp,
     stamp_text,
     table,
@@ -150,3 +151,4 @@ async def _inspect_job(app: Soniq, *, job_id: str, as_json: bool) -> None:
                 ],
             )
         )
+        print_tracebacks(out, errors)

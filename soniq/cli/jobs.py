@@ -1,4 +1,4 @@
-"""``soniq jobs``: list, cancel and retry jobs."""
+"""``soniq jobs``: list, cancel, retry and purge jobs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from soniq.states import JobStatus
 
 @cli.group(cls=SoniqGroup)
 def jobs() -> None:
-    """List, cancel and retry jobs."""
+    """List, cancel, retry and purge jobs."""
 
 
 @jobs.command("list")
@@ -67,7 +67,7 @@ def jobs_list(
                         j["status"].value,
                         f"{j['attempts']}/{j['max_attempts']}",
                         ago(j["scheduled_at"]),
-                        short(j["last_error"], 50),
+                        short(_error_behind(j), 50),
                     ]
                     for j in rows
                 ],
@@ -75,6 +75,15 @@ def jobs_list(
         )
 
     with_app(go)
+
+
+def _error_behind(job: dict[str, Any]) -> str | None:
+    """The last error, when the job's current state came from it: dead-lettered, or queued
+    again for a retry (not a done job whose earlier attempt failed)."""
+    status = job["status"]
+    if status is JobStatus.DEAD_LETTER or (status is JobStatus.QUEUED and job["attempts"] > 0):
+        return job["last_error"]  # type: ignore[no-any-return]
+    return None
 
 
 def _job_command(
@@ -121,3 +130,34 @@ async def jobs_retry(app: Soniq, job_id: str, job: dict[str, Any]) -> None:
         f"job {job_id} is {job['status'].value}; only dead-lettered jobs can be retried "
         "(a failed job waiting for its next attempt is already queued)"
     )
+
+
+@jobs.command("purge")
+@common
+@json_option
+@click.option("--queue", metavar="Q", help="Only jobs of this queue.")
+@click.option("--name", metavar="TASK", help="Only jobs of this task name.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def jobs_purge(as_json: bool, queue: str | None, name: str | None, yes: bool) -> None:
+    """Cancel every queued and waiting job of a queue and/or task (they never run).
+
+    Jobs already running, finished or dead-lettered are left as they are.
+    """
+    if queue is None and name is None:
+        fail("give --queue and/or --name: purge cancels the matching jobs only", code=2)
+    what = " and ".join(
+        part
+        for part in (f"queue {queue!r}" if queue else "", f"task {name!r}" if name else "")
+        if part
+    )
+    if not yes:
+        click.confirm(f"Cancel every queued and waiting job of {what}?", abort=True, err=True)
+
+    async def go(app: Soniq) -> None:
+        count = await app.cancel_jobs(queue=queue, job_name=name)
+        if as_json:
+            emit_json({"cancelled": count, "queue": queue, "job_name": name})
+        else:
+            click.echo(f"Cancelled {count} job(s) of {what}.")
+
+    with_app(go)

@@ -116,6 +116,17 @@ def stamp_text(value: Any) -> str:
         return str(value)
 
 
+def print_tracebacks(out: Any, errors: Sequence[dict[str, Any]]) -> None:
+    """Each failed attempt's traceback, oldest first (entries without one are skipped)."""
+    from rich.markup import escape
+
+    for e in errors:
+        if e.get("traceback"):
+            when = stamp_text(e.get("at"))
+            out.print(f"[bold]Traceback of attempt {e.get('attempt')}[/bold] ({when}):")
+            out.print(escape(str(e["traceback"]).rstrip()), highlight=False, soft_wrap=True)
+
+
 def short(text: str | None, limit: int = 60) -> str:
     if not text:
         return "-"

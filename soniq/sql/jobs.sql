@@ -54,7 +54,8 @@ FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb))
 -- name: _job_report
 -- Fragment: record finished jobs of worker $1 through one guard ("still processing by me"):
 -- done ids $2 with results $3, and every other outcome (retry, snooze or dead letter) as
--- the columns $4..$9 of soniq.outcomes.OutcomeRow: id, status, delay, refund, error, reason.
+-- the columns $4..$10 of soniq.outcomes.OutcomeRow: id, status, delay, refund, error, reason,
+-- traceback. Only a failed attempt (error not null) appends to the job's errors.
 WITH done AS (
     UPDATE {schema}.soniq_jobs AS j
     SET status = 'done', finished_at = now(), result = r.result
@@ -71,12 +72,14 @@ WITH done AS (
         last_error = COALESCE(r.error, j.last_error),
         errors = CASE WHEN r.error IS NULL THEN j.errors
                       ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-                          'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1))
+                          'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1,
+                          'traceback', r.traceback))
                  END,
         dead_reason = r.reason,
         dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
-    FROM unnest($4::uuid[], $5::text[], $6::float8[], $7::boolean[], $8::text[], $9::text[])
-         AS r(id, status, delay, refund, error, reason)
+    FROM unnest($4::uuid[], $5::text[], $6::float8[], $7::boolean[], $8::text[], $9::text[],
+                $10::text[])
+         AS r(id, status, delay, refund, error, reason, traceback)
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
     RETURNING j.id
 )
@@ -110,9 +113,9 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 {_job_claim_set}
 
 -- name: job_report_and_claim_queues
--- As job_report_and_claim, for the queues $10 only; each queue walks its own index range.
+-- As job_report_and_claim, for the queues $11 only; each queue walks its own index range.
 {_job_report}, due AS (
-    SELECT c.id FROM unnest($10::text[]) AS q(name)
+    SELECT c.id FROM unnest($11::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
         WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
@@ -155,7 +158,8 @@ SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead_letter' ELSE 'que
     last_error = 'worker ' || j.worker_id || ' stopped heartbeating while running attempt '
                  || j.attempts || ' (process killed or lost its database)',
     errors = COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
-        'attempt', j.attempts, 'error', 'worker lost: ' || j.worker_id, 'at', now()))
+        'attempt', j.attempts, 'error', 'worker lost: ' || j.worker_id, 'at', now(),
+        'traceback', NULL))
 WHERE j.status = 'processing'
   AND NOT EXISTS (
       SELECT 1 FROM {schema}.soniq_workers AS w
@@ -188,8 +192,16 @@ UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
 WHERE id = $1 AND status = 'queued'
 RETURNING id
 
+-- name: job_cancel_matching
+-- Bulk cancel: every queued or waiting job of queue $1 (if given) and task $2 (if given).
+UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
+WHERE status IN ('queued', 'waiting')
+  AND ($1::text IS NULL OR queue = $1)
+  AND ($2::text IS NULL OR job_name = $2)
+
 -- name: job_delete
-DELETE FROM {schema}.soniq_jobs WHERE id = $1 RETURNING id
+-- A processing job is not deleted: its worker's outcome would be dropped (abort it first).
+DELETE FROM {schema}.soniq_jobs WHERE id = $1 AND status <> 'processing' RETURNING id
 
 -- name: job_retry_dead
 -- A dead-lettered job back to queued under its own id, with one more attempt allowed.
@@ -216,7 +228,7 @@ LIMIT $1 OFFSET $2
 
 -- name: dead_letter_get
 SELECT id, job_name, queue, args, attempts, last_error, dead_reason, resurrection_count,
-       dead_lettered_at, priority, max_attempts
+       dead_lettered_at, priority, max_attempts, errors
 FROM {schema}.soniq_jobs
 WHERE id = $1 AND status = 'dead_letter'
 

@@ -42,9 +42,11 @@ async def test_help_lists_every_command(env):
         "tasks",
         "migrate-status",
         "jobs",
+        "enqueue",
+        "embedded",
     ]:
         assert f"  {name} " in result.stdout, name
-    for sub in (["jobs", "--help"], ["dead-letter", "--help"]):
+    for sub in (["jobs", "--help"], ["dead-letter", "--help"], ["embedded", "--help"]):
         result = await invoke(env, *sub)
         assert result.exit_code == 0
     result = await invoke(env, "nosuchcommand")
@@ -111,11 +113,15 @@ async def test_inspect_job_shows_errors_per_attempt(app, env):
     out = result.stdout
     assert f"Job {s.dead[1]}" in out and "seed.bad" in out and "dead_letter" in out
     assert '{"n": 1}' in out and "2 of 2" in out and "Errors by attempt" in out
-    assert out.count("RuntimeError: bad input 1") == 3  # last error + two attempts
+    # last error + two attempts in the table + the last line of each attempt's traceback
+    assert out.count("RuntimeError: bad input 1") == 5
+    assert "Traceback of attempt 1" in out and "Traceback of attempt 2" in out
+    assert 'raise RuntimeError(f"bad input {n}")' in out
 
     data = as_json(await invoke(env, "inspect", "--job", s.dead[1], "--json"))
     assert data["status"] == "dead_letter" and data["args"] == {"n": 1}
     assert [e["attempt"] for e in data["errors"]] == [1, 2]
+    assert all("Traceback (most recent call last)" in e["traceback"] for e in data["errors"])
     assert data["run_seconds"] >= 0
 
     done = as_json(await invoke(env, "inspect", "--job", s.done[2], "--json"))

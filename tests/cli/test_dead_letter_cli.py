@@ -64,6 +64,10 @@ async def test_list_and_show(app, env):
     assert [e["args"] for e in shown] == [{"n": 1}, {"n": 0}]
     result = await invoke(env, "dead-letter", "show", ids[2])
     assert f"Dead-letter entry {ids[2]}" in result.stdout and '{"n": 2}' in result.stdout
+    assert "Traceback of attempt 1" in result.stdout
+    assert 'raise ValueError(f"cannot handle {n}")' in result.stdout
+    assert [e["attempt"] for e in shown[0]["errors"]] == [1]
+    assert shown[0]["errors"][0]["traceback"].rstrip().endswith("ValueError: cannot handle 1")
 
     missing = await invoke(env, "dead-letter", "show", str(uuid.uuid4()))
     assert missing.exit_code == 1 and "no dead-letter entry" in missing.stderr

@@ -198,8 +198,13 @@ async def test_cancelled_job_never_runs(app: Soniq) -> None:
     assert statuses == [JobStatus.DONE, JobStatus.CANCELLED]
 
 
-async def test_delete_job_any_state(app: Soniq) -> None:
+async def test_delete_job_any_state_but_processing(app: Soniq) -> None:
     ids = await one_in_each_state(app)
+    running = ids.pop("processing")
+    assert await app.delete_job(running) is False  # its worker's outcome would be dropped
+    assert (await app.get_job(running) or {})["status"] == JobStatus.PROCESSING
+    await force(app, running, status="queued", worker_id=None)
+    ids["processing"] = running
     for job_id in ids.values():
         assert await app.delete_job(job_id) is True
         assert await app.get_job(job_id) is None

@@ -97,9 +97,9 @@ class Claim:
             self.sql = db.claim_query(limit, queues)
             # worker, done ids and results, then the outcome rows' columns (OutcomeRow)
             self.types = (
-                "text, uuid[], jsonb[], uuid[], text[], float8[], boolean[], text[], text[]"
+                "text, uuid[], jsonb[], uuid[], text[], float8[], boolean[], text[], text[], text[]"
             )
-            self.args = "'w1', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'"
+            self.args = "'w1', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}'"
             if queues:
                 self.types += ", text[]"
                 self.args += f", {quoted}"

@@ -326,3 +326,68 @@ def test_a_replay_keeps_the_entrys_columns() -> None:
     assert (job.job_name, job.queue, job.priority, job.max_attempts) == ("t.x", "q", 7, 2)
     assert json.loads(job.args) == {"a": [1]}
     assert job.scheduled_at is None and job.dedup_key is None
+
+
+# -- the handler's signature (issue 18, item 3) and the bare decorator (item 5) ---------------
+
+
+def test_a_missing_required_argument_is_refused_at_enqueue() -> None:
+    from soniq import JobContext
+
+    app = make_app()
+
+    @app.job(name="t.sig")
+    async def sig(
+        order_id: int, ctx: JobContext, *, note: str = "", force: bool = False
+    ) -> None: ...
+
+    assert code_of(lambda: build(app, sig, {})) == "SONIQ_TASK_ARGS_INVALID"
+    with pytest.raises(SoniqError, match="order_id"):
+        build(app, "t.sig", {"note": "x"})
+    assert code_of(lambda: build(app, sig, {"order_id": 1, "extra": 2})) == (
+        "SONIQ_TASK_ARGS_INVALID"
+    )
+    assert json.loads(build(app, sig, {"order_id": 1}).args) == {"order_id": 1}  # ctx: worker's
+    assert code_of(lambda: new_jobs(app.registry, app.settings, sig, [{"order_id": 1}, {}])) == (
+        "SONIQ_TASK_ARGS_INVALID"
+    )
+    assert new_jobs(app.registry, app.settings, sig, [{"order_id": 1}]) is not None
+
+
+def test_required_arguments_are_checked_also_with_kwargs() -> None:
+    app = make_app()
+
+    @app.job(name="t.kw")
+    async def kw(user: str, **rest: Any) -> None: ...
+
+    assert code_of(lambda: build(app, kw, {"other": 1})) == "SONIQ_TASK_ARGS_INVALID"
+    assert json.loads(build(app, kw, {"user": "a", "other": 1}).args) == {"user": "a", "other": 1}
+
+
+def test_the_bare_decorator_registers_like_the_called_one() -> None:
+    app = make_app()
+
+    @app.job
+    async def bare(n: int) -> int:
+        return n
+
+    assert bare.__soniq_task__.name.endswith(".bare")  # type: ignore[attr-defined]
+    assert bare.__soniq_task__.queue == "default"  # type: ignore[attr-defined]
+    assert build(app, bare, {"n": 1}).job_name == bare.__soniq_task__.name  # type: ignore[attr-defined]
+    assert callable(bare.enqueue)  # type: ignore[attr-defined]
+
+
+def test_a_periodic_job_missing_required_arguments_is_refused_at_registration() -> None:
+    app = make_app()
+    with pytest.raises(SoniqError) as info:
+
+        @app.periodic(every=60, name="t.needs")
+        async def needs(customer_id: int) -> None: ...
+
+    assert info.value.error_code == "SONIQ_TASK_ARGS_INVALID"
+    assert "customer_id" in info.value.message
+
+    @app.periodic(every=60, name="t.given", args={"customer_id": 1})
+    async def given(customer_id: int) -> None: ...
+
+    assert "t.given" in app.schedules

@@ -208,3 +208,24 @@ def test_configuration_doc_lists_every_setting() -> None:
             assert float(shown) == default, name
         else:
             assert shown == str(default), name
+
+
+def test_unknown_soniq_variables_warn_once_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from soniq import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_warned_env", set())
+    monkeypatch.setenv("SONIQ_CONCURENCY", "3")
+    monkeypatch.setenv("SONIQ_ZZZ_QQQ", "1")
+    monkeypatch.setenv("SONIQ_SCHEMA", "s1")  # an alias, known
+    monkeypatch.setenv("SONIQ_LOG_LEVEL", "INFO")
+    with caplog.at_level("WARNING", logger="soniq"):
+        Soniq("postgresql://x@127.0.0.1:1/y")
+        Soniq("postgresql://x@127.0.0.1:1/y")
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 2, lines
+    typo = next(line for line in lines if "SONIQ_CONCURENCY" in line)
+    assert "did you mean SONIQ_CONCURRENCY?" in typo
+    other = next(line for line in lines if "SONIQ_ZZZ_QQQ" in line)
+    assert "SONIQ_DATABASE_URL" in other  # no close match: the valid names are listed
