@@ -156,7 +156,7 @@ def test_sync_misuse_and_unknown_names(sapp: Soniq) -> None:
     with pytest.raises(AttributeError):
         sapp.sync.job  # noqa: B018  # not an async method
     with pytest.raises(SoniqError) as e:
-        sapp.sync.enqueue("double", connection=object())
+        sapp.sync.enqueue("double", args={"x": 1}, connection=object())
     assert "asyncpg" in e.value.message and "psycopg" in e.value.message
 
 
