@@ -18,7 +18,9 @@ from tests.process.outage_proxy import OutageProxy
 from tests.process.test_worker_process import WorkerProcess
 from tests.process.worker_jobs import RUNS_TABLE
 
-COMPONENTS = ["LISTEN connection", "scheduler", "maintenance", "heartbeat", "worker"]
+# a worker's maintenance runs on the heartbeat's connection, right after a good beat: an
+# outage is the heartbeat's to report
+COMPONENTS = ["LISTEN connection", "scheduler", "heartbeat", "worker"]
 
 
 @pytest.fixture
