@@ -28,6 +28,7 @@ from soniq.scheduler import list_schedules
 from soniq.schedules import Schedule
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
+from soniq.webhooks.manager import Webhooks
 from soniq.worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,6 +66,8 @@ class Soniq:
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self._connector)
         self.notifier = Notifier(self)
+        # webhooks (soniq/webhooks): app.webhooks, and the delivery task every worker can run
+        self.webhooks = Webhooks(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -118,6 +121,7 @@ class Soniq:
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
         await self.notifier.close()
+        await self.webhooks.close()  # webhooks: the delivery HTTP client
         await self._connector.close()
 
     async def create_database(self) -> bool:
