@@ -99,6 +99,9 @@ class Deliverer:
                 "delivering webhooks needs httpx: pip install 'soniq[webhooks]'",
             ) from None
         loop = asyncio.get_running_loop()
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:  # one INFO line per request: soniq logs failures
+            httpx_log.setLevel(logging.WARNING)
         if self._client is None or self._loop is not loop:
             self._client = httpx.AsyncClient(
                 timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
