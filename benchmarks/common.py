@@ -26,6 +26,7 @@ FULL = {
     "latency_jobs": 500,
     "scale": 200_000,
     "scale_many": 32,  # workers of concurrency 4
+    "webhooks": 10_000,
 }
 QUICK = {
     **FULL,
@@ -42,6 +43,7 @@ QUICK = {
     "latency_jobs": 150,
     "scale": 20_000,
     "scale_many": 16,
+    "webhooks": 2_000,
 }
 
 

@@ -16,16 +16,13 @@ SELECT EXISTS (
 )
 
 -- name: webhook_trigger_create
--- Only transitions that can produce an event run the function; delivery jobs never do.
+-- One call per UPDATE statement of soniq_jobs, with its old and new rows (see the function in
+-- migrations/006_webhooks.sql); it exists only while a subscription does.
 CREATE TRIGGER soniq_webhook_events
-AFTER UPDATE OF status ON {schema}.soniq_jobs
-FOR EACH ROW
-WHEN (OLD.status IS DISTINCT FROM NEW.status
-      AND NEW.queue <> 'soniq.webhooks'
-      AND (NEW.status IN ('done', 'cancelled', 'dead_letter')
-           OR (OLD.status = 'processing' AND NEW.status = 'queued'
-               AND NEW.attempts = OLD.attempts)))
-EXECUTE FUNCTION {schema}.soniq_webhook_event()
+AFTER UPDATE ON {schema}.soniq_jobs
+REFERENCING OLD TABLE AS soniq_old NEW TABLE AS soniq_new
+FOR EACH STATEMENT
+EXECUTE FUNCTION {schema}.soniq_webhook_events()
 
 -- name: webhook_trigger_drop
 DROP TRIGGER IF EXISTS soniq_webhook_events ON {schema}.soniq_jobs
