@@ -198,3 +198,27 @@ async def test_receiver_down_then_up_loses_nothing(
     assert len(seen) == 200 and duplicates == 0, f"{duplicates} duplicate deliveries"
     jobs = {_both_verify(r.body, r.headers, hook["secret"])["data"]["id"] for r in receiver.requests}
     assert jobs == set(ids)
+
+
+async def test_load_every_event_arrives_once(
+    hooks_app: Soniq, receiver: Receiver, run_worker: Any
+) -> None:
+    """2,000 jobs with one subscription (benchmarks/ drains 10,000: `--only webhooks`)."""
+    app = hooks_app
+    hook = await app.webhooks.add(receiver.url, events=["job.succeeded"])
+
+    @app.job(name="ok")
+    async def ok(i: int) -> int:
+        return i
+
+    total = 2000
+    ids = await app.enqueue_many(ok, [{"i": i} for i in range(total)])
+    run_worker(app, concurrency=10)
+    await wait_for(lambda: _received(receiver, total), timeout=120, interval=0.2,
+                   message=f"{total} events")  # fmt: skip
+    seen = Counter(receiver.ids())
+    assert len(seen) == total and max(seen.values()) == 1
+    sample = receiver.requests[:: total // 20]
+    assert all(_both_verify(r.body, r.headers, hook["secret"]) for r in sample)
+    got = {verify(r.body, r.headers, hook["secret"])["data"]["id"] for r in receiver.requests}
+    assert got == set(ids)
