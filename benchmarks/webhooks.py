@@ -70,7 +70,9 @@ async def drain_one(url: str, n: int, subscribe: bool) -> Result:
     try:
         spawned = worker.start()
         deadline = time.monotonic() + 600
-        user_left = f"SELECT count(*) FROM {schema}.soniq_jobs WHERE status IN ('queued', 'processing')"
+        user_left = (
+            f"SELECT count(*) FROM {schema}.soniq_jobs WHERE status IN ('queued', 'processing')"
+        )
         while await conn.fetchval(f"{user_left} AND {USER_JOBS}"):
             worker.sample()
             if time.monotonic() > deadline:
@@ -121,9 +123,11 @@ def _combine(rows: list[Result]) -> Result:
     extra = {**first.extra, "round_rates": [round(r.rate or 0) for r in rows]}
     for key in ("events_received", "duplicate_deliveries"):
         if key in first.extra:
-            extra[key] = sum(int(r.extra[key]) for r in rows)  # type: ignore[call-overload]
+            extra[key] = sum(int(r.extra[key]) for r in rows)
     if "spawn_to_last_event_seconds" in first.extra:
-        extra["spawn_to_last_event_seconds"] = [r.extra["spawn_to_last_event_seconds"] for r in rows]
+        extra["spawn_to_last_event_seconds"] = [
+            r.extra["spawn_to_last_event_seconds"] for r in rows
+        ]
     what = first.what + (f", {len(rows)} rounds" if len(rows) > 1 else "")
     return Result(first.key, what, count, seconds, timed_rate(count, seconds), extra=extra)
 

@@ -20,6 +20,7 @@ from soniq.webhooks import verify
 app = Soniq(poll_interval=0.5)
 SECRETS: list[str] = []  # the receiver's copy of the secret(s): old and new while rotating
 seen: dict[str, dict] = {}  # webhook-id -> event: a receiver deduplicates on webhook-id
+all_seen = asyncio.Event()  # (for this demo: set once the 3 expected events are in)
 
 
 @app.job(name="webhook_demo.ok")
@@ -44,6 +45,8 @@ def handle(body: bytes, headers: dict[str, str]) -> int:
     if headers["webhook-id"] not in seen:
         seen[headers["webhook-id"]] = event
         print(f"{event['type']:<16} job {event['data']['job_name']} ({event['data']['id']})")
+        if len(seen) == 3:  # 2 successes, 1 failed attempt
+            all_seen.set()
     return 204
 
 
@@ -76,11 +79,10 @@ async def main() -> None:
         await flaky.enqueue()  # type: ignore[attr-defined]
         stop = asyncio.Event()
         worker = asyncio.create_task(app.run_worker(concurrency=4, shutdown_event=stop))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(seen) < 3 and loop.time() < deadline:  # 2 successes, 1 failed attempt
-            await asyncio.sleep(0.05)
-        stop.set()
+        try:
+            await asyncio.wait_for(all_seen.wait(), 30)
+        finally:
+            stop.set()
         await worker
         attempts = await app.webhooks.deliveries(webhook_id=hook["id"])
         await app.webhooks.remove(hook["id"])

@@ -66,7 +66,8 @@ def webhooks_list(as_json: bool) -> None:
             return
         rows = [
             [h["id"], h["url"], ", ".join(h["events"]), ", ".join(h["tasks"] or ["(all)"]),
-             ", ".join(h["queues"] or ["(all)"]), "yes" if h["rotating"] else "", ago(h["created_at"])]
+             ", ".join(h["queues"] or ["(all)"]), "yes" if h["rotating"] else "",
+             ago(h["created_at"])]
             for h in hooks
         ]  # fmt: skip
         columns = ["ID", "URL", "Events", "Tasks", "Queues", "Rotating", "Added"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,7 @@ def _names(value: str | Sequence[str] | None, what: str) -> list[str] | None:
         return None
     items = [value] if isinstance(value, str) else list(value)
     if not items or not all(isinstance(v, str) and v for v in items):
-        raise SoniqError(
-            WEBHOOK_INVALID, f"{what} must be None (all) or a non-empty list of names"
-        )
+        raise SoniqError(WEBHOOK_INVALID, f"{what} must be None (all) or a non-empty list of names")
     return list(dict.fromkeys(items))
 
 
@@ -136,7 +135,7 @@ class Webhooks:
 
     async def deliveries(
         self, *, webhook_id: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:  # (``list`` is the method above, in this class)
         """Delivery attempts, newest first: ``webhook_id``, ``message_id`` (the
         ``webhook-id`` header), ``job_id``, ``event``, ``attempt``, ``status_code``,
         ``error``, ``duration`` (seconds), ``time``."""

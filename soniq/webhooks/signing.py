@@ -1,7 +1,8 @@
 """Standard Webhooks signing and verification (https://www.standardwebhooks.com).
 
 A secret is ``whsec_`` + base64 of random bytes; a signature is ``v1,`` + base64 of
-HMAC-SHA256, keyed by the secret's decoded bytes, over ``"{webhook-id}.{webhook-timestamp}.{body}"``.
+HMAC-SHA256, keyed by the secret's decoded bytes, over
+``"{webhook-id}.{webhook-timestamp}.{body}"``.
 Several signatures are sent space-separated while a rotated secret's grace window lasts.
 """
 

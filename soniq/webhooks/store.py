@@ -42,7 +42,9 @@ async def list_all(conn: Conn, schema: str) -> list[Any]:
 
 
 async def rotate(conn: Conn, schema: str, webhook_id: uuid.UUID, secret: str, grace: float) -> bool:
-    return await conn.fetchval(query("webhook_rotate", schema), webhook_id, secret, grace) is not None
+    return (
+        await conn.fetchval(query("webhook_rotate", schema), webhook_id, secret, grace) is not None
+    )
 
 
 async def for_delivery(conn: Conn, schema: str, webhook_id: uuid.UUID) -> Any:
@@ -56,5 +58,7 @@ async def record_attempt(conn: Conn, schema: str, values: Sequence[Any]) -> None
     await conn.execute(query("webhook_delivery_insert", schema), *values)
 
 
-async def deliveries(conn: Conn, schema: str, webhook_id: uuid.UUID | None, limit: int) -> list[Any]:
+async def deliveries(
+    conn: Conn, schema: str, webhook_id: uuid.UUID | None, limit: int
+) -> list[Any]:
     return list(await conn.fetch(query("webhook_delivery_list", schema), webhook_id, limit))

@@ -42,7 +42,10 @@ async def tables_in(pg_url: str, schema: str) -> set[str]:
 def test_migration_files_are_numbered_in_order() -> None:
     migrations = available()
     assert migrations, "no migrations shipped"
-    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    versions = [m.version for m in migrations]
+    # unique and increasing; numbers are handed out to parallel branches, so a branch may
+    # ship 006 before 002..005 are merged (migrate applies whatever is pending, in order)
+    assert versions[0] == 1 and versions == sorted(set(versions))
     assert migrations[0].name == "initial"
     for m in migrations:
         assert "{schema}" in m.sql  # every object is created inside the configured schema

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from soniq import Soniq
+from tests.process.test_worker_process import workers  # noqa: F401  (a fixture, for process tests)
 from tests.webhooks.receiver import Receiver
 
 
@@ -41,7 +42,7 @@ async def run_worker() -> AsyncIterator[Callable[..., Any]]:
         return stop
 
     yield start
-    for stop, task in started:
+    for stop, _ in started:
         stop.set()
     for _, task in started:
         await asyncio.wait_for(task, 30)

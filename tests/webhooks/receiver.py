@@ -73,9 +73,7 @@ class Receiver:
                 else:
                     status = self.answer(req, len(self.requests))
                     self.requests.append(req)
-                writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode()
-                )
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return

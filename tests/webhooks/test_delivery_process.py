@@ -15,11 +15,7 @@ import pytest
 from soniq import Soniq
 from soniq.webhooks import verify
 from tests.conftest import wait_for
-from tests.process.test_worker_process import (  # noqa: F401  (workers is a fixture)
-    WorkerProcess,
-    start,
-    workers,
-)
+from tests.process.test_worker_process import WorkerProcess, start
 from tests.process.worker_jobs import RUNS_TABLE
 from tests.webhooks.receiver import Receiver
 
@@ -65,14 +61,21 @@ async def test_worker_killed_mid_delivery_is_rescued_and_delivers(
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     body = verify(second.body, second.headers, hook["secret"])
     assert body["type"] == "job.succeeded" and body["data"]["id"] == job_id
-    delivery = await app.get_job(second.headers["webhook-id"])
-    assert delivery is not None
-    assert delivery["status"] == "done" and delivery["attempts"] == 2
-    assert "stopped heartbeating" in (delivery["last_error"] or "")
-    (attempt,) = await app.webhooks.deliveries()
-    assert attempt["attempt"] == 2 and attempt["status_code"] == 200
+
+    async def recorded() -> Any:  # the outcome is written just after the handler returns
+        job = await app.get_job(second.headers["webhook-id"])
+        return job if job is not None and job["status"] == "done" else None
+
+    delivery = await wait_for(recorded, timeout=20, message="the delivery job done")
+    assert delivery["attempts"] >= 2  # (a loaded machine may rescue the survivor's try too)
+    assert "stopped heartbeating" in (delivery["errors"][0]["error"] + delivery["last_error"])
+    attempts = await app.webhooks.deliveries()
+    assert attempts[0]["attempt"] == delivery["attempts"] and attempts[0]["status_code"] == 200
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {first.headers["webhook-id"]}
     # the rescue of a delivery job is no event of its own
-    assert await _sql(app, "SELECT count(*) FROM {s}.soniq_jobs WHERE queue = 'soniq.webhooks'") == 1
+    assert (
+        await _sql(app, "SELECT count(*) FROM {s}.soniq_jobs WHERE queue = 'soniq.webhooks'") == 1
+    )
 
 
 async def test_terminated_backends_during_drain_each_outcome_one_event(
@@ -90,6 +93,7 @@ async def test_terminated_backends_during_drain_each_outcome_one_event(
     done_sql = f"""SELECT count(*) FROM "{app.schema}".soniq_jobs
                    WHERE queue <> 'soniq.webhooks' AND status = 'done'"""
     try:
+
         async def some_done() -> bool:
             return int(await monitor.fetchval(done_sql)) > 100
 

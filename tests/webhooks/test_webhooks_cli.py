@@ -14,8 +14,10 @@ def env(pg_url: str, schema_name: str) -> dict[str, str]:
 
 
 async def test_webhooks_cli_round_trip(app: Soniq, env: dict[str, str]) -> None:
-    added = as_json(await invoke(env, "webhooks", "add", "https://example.com/hook",
-                                 "--event", "job.succeeded", "--event", "job.failed", "--json"))  # fmt: skip
+    events = ("--event", "job.succeeded", "--event", "job.failed")
+    added = as_json(
+        await invoke(env, "webhooks", "add", "https://example.com/hook", *events, "--json")
+    )
     assert added["events"] == ["job.succeeded", "job.failed"]
     assert added["secret"].startswith("whsec_")
     table = await invoke(env, "webhooks", "add", "http://other.example/x", "--queue", "q")
@@ -27,7 +29,9 @@ async def test_webhooks_cli_round_trip(app: Soniq, env: dict[str, str]) -> None:
     assert plain.exit_code == 0 and "example.com" in plain.stdout
     assert "whsec_" not in plain.stdout and "whsec_" not in str(listed)
 
-    rotated = as_json(await invoke(env, "webhooks", "rotate", added["id"], "--grace", "5", "--json"))
+    rotated = as_json(
+        await invoke(env, "webhooks", "rotate", added["id"], "--grace", "5", "--json")
+    )
     assert rotated["secret"].startswith("whsec_") and rotated["secret"] != added["secret"]
     assert as_json(await invoke(env, "webhooks", "list", "--json"))[0]["rotating"] is True
 

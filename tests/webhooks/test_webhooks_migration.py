@@ -31,7 +31,7 @@ async def test_006_applies_over_a_release_database_with_rows(
     await app.webhooks.add("https://example.com/hook", events=["job.succeeded"])
     async with app.backend.acquire() as c:
         await c.execute(
-            f'UPDATE "{schema_name}".soniq_jobs SET status = \'done\' WHERE id = $1', old
+            f"UPDATE \"{schema_name}\".soniq_jobs SET status = 'done' WHERE id = $1", old
         )
         args = await c.fetchval(
             f"SELECT args FROM \"{schema_name}\".soniq_jobs WHERE queue = 'soniq.webhooks'"
