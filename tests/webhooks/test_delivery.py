@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from soniq import JobContext, Soniq, SoniqError
+from soniq import JobContext, Soniq, SoniqError, task_ref
 from soniq.webhooks import sign, verify
 from tests.conftest import wait_for
 from tests.webhooks.receiver import Receiver
@@ -231,3 +232,23 @@ async def test_load_every_event_arrives_once(
     assert all(_both_verify(r.body, r.headers, hook["secret"]) for r in sample)
     got = {verify(r.body, r.headers, hook["secret"])["data"]["id"] for r in receiver.requests}
     assert got == set(ids)
+
+
+async def test_without_httpx_the_delivery_fails_naming_the_extra(
+    hooks_app: Soniq, receiver: Receiver, run_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = hooks_app
+    monkeypatch.setitem(sys.modules, "httpx", None)  # `import httpx` raises ImportError
+    app.webhooks.deliverer._client = None
+    await app.webhooks.add(receiver.url)
+    job_id = await app.enqueue(task_ref("elsewhere.task"), args={}, queue="elsewhere")
+    assert await app.cancel_job(job_id)
+    run_worker(app, concurrency=2, queues=["soniq.webhooks"])
+
+    async def failed_once() -> Any:
+        jobs = await app.list_jobs(queue="soniq.webhooks")
+        return jobs if jobs and jobs[0]["last_error"] else None
+
+    (delivery,) = await wait_for(failed_once, timeout=20, message="a failed delivery attempt")
+    assert "pip install 'soniq[webhooks]'" in delivery["last_error"]
+    assert receiver.requests == []
