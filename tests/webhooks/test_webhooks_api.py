@@ -177,3 +177,18 @@ async def test_workflow_events_fire_once_per_workflow_end(app: Soniq) -> None:
     hook = await app.webhooks.add("https://example.com/", events=["workflow.succeeded"])
     assert hook["events"] == ["workflow.succeeded"]
     assert hasattr(app, "workflow"), "workflows (issue 12) not built"
+
+
+async def test_concurrent_add_and_remove_keep_the_trigger_in_step(app: Soniq) -> None:
+    import asyncio
+
+    async def churn(i: int) -> None:
+        for _ in range(5):
+            hook = await app.webhooks.add(f"https://h{i}.example/")
+            assert await app.webhooks.remove(hook["id"])
+
+    keeper = await app.webhooks.add("https://keep.example/")
+    await asyncio.gather(*(churn(i) for i in range(6)))
+    assert await _trigger(app) == 1 and len(await app.webhooks.list()) == 1
+    await asyncio.gather(*(churn(i) for i in range(3)), app.webhooks.remove(keeper["id"]))
+    assert await _trigger(app) == 0 and await app.webhooks.list() == []
