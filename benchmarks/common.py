@@ -27,6 +27,7 @@ FULL = {
     "scale": 200_000,
     "scale_many": 32,  # workers of concurrency 4
     "dashboard_rows": 1_000_000,
+    "webhooks": 10_000,
 }
 QUICK = {
     **FULL,
@@ -44,6 +45,7 @@ QUICK = {
     "scale": 20_000,
     "scale_many": 16,
     "dashboard_rows": 100_000,
+    "webhooks": 2_000,
 }
 
 

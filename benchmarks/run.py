@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, dashboard, drain, enqueue, scale
+from benchmarks import ceiling, dashboard, drain, enqueue, scale, webhooks
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -32,7 +32,7 @@ DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency")
 # long (minutes): only when named with --only
-OPTIONAL = ("dashboard", "scale")
+OPTIONAL = ("dashboard", "scale", "webhooks")
 
 
 async def database_url(given: str | None) -> str:
@@ -153,6 +153,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
         lat.target = "p50 <= 3 ms, p99 <= 10 ms"
         lat.passed = lat.extra["p50_ms"] <= 3.0 and lat.extra["p99_ms"] <= 10.0
         show(lat)
+
+    if "webhooks" in groups:
+        off, on = await webhooks.webhooks(url, counts["webhooks"])
+        judge(on, off, 0.50, "the same drain without")
+        show(off, on)
 
     if "scale" in groups:
         scaled = await scale.scale(url, counts["scale"], (counts["scale_many"], 4))

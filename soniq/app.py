@@ -29,6 +29,7 @@ from soniq.scheduler import list_schedules
 from soniq.schedules import Schedule
 from soniq.settings import Settings, load_settings
 from soniq.states import JobStatus
+from soniq.webhooks.manager import Webhooks
 from soniq.worker import Worker
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class Soniq:
         self.dead_letter = DeadLetter(self)
         self.backend = Backend(self._connector)
         self.notifier = Notifier(self)
+        # webhooks (soniq/webhooks): app.webhooks, and the delivery task every worker can run
+        self.webhooks = Webhooks(self)
         self.testing = testing
         if testing is not None:  # jobs in memory, no database (soniq.inline)
             from soniq.inline import InlineJobs
@@ -132,6 +135,7 @@ class Soniq:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
         self._connector.leave_other_loop()
         await self.notifier.close()
+        await self.webhooks.close()  # webhooks: the delivery HTTP client
         await self._connector.close()
 
     async def create_database(self) -> bool:

@@ -24,6 +24,7 @@ JOBS_MODULE_IMPORT = "SONIQ_JOBS_MODULE_IMPORT"
 NOT_FOUND = "SONIQ_NOT_FOUND"
 SCHEMA_MISSING = "SONIQ_SCHEMA_MISSING"
 EVENT_LOOP_MISMATCH = "SONIQ_EVENT_LOOP_MISMATCH"
+WEBHOOK_INVALID = "SONIQ_WEBHOOK_INVALID"
 
 # What a lost or refused database looks like from asyncpg: the one list every retry loop
 # and fallback catches.

@@ -19,6 +19,7 @@ from soniq.cli import (  # noqa: F401  (imported to register their commands)
     schema,
     status,
     tasks,
+    webhooks,
 )
 from soniq.cli.base import cli, main
 
