@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from soniq.enqueue import NewJob, NewJobs
+from soniq.enqueue import JobExtras, NewJob, NewJobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.lanes import Lanes
 from soniq.outcomes import Batch
@@ -289,6 +289,76 @@ class Database:
     async def dead_letter_stats(self) -> dict[str, int]:
         rows = await self.pool.fetch(self.q["dead_letter_stats"])
         return {r["reason"]: int(r["n"]) for r in rows}
+
+    # -- job control (sql/control.sql) -----------------------------------------------------
+
+    async def job_insert_ext(self, conn: Conn | None, job: NewJob, ext: JobExtras) -> Row:
+        """Insert a job with tags / expiry / an idempotency key (see ``job_insert_ext``):
+        the row of (id inserted or None, key's job id, key's request hash)."""
+        c = conn if conn is not None else self.pool
+        return await c.fetchrow(
+            self.q["job_insert_ext"],
+            *job.columns(),
+            job.scheduled_at,
+            job.dedup_key,
+            self.channel,
+            ext.idempotency_key,
+            ext.request_hash,
+            ext.idempotency_ttl,
+            ext.tags,
+            ext.expires_at,
+        )
+
+    async def job_abort(self, job_id: uuid.UUID) -> bool:
+        """Record an abort of a processing job and NOTIFY its worker; False if not running."""
+        row = await self.pool.fetchrow(self.q["job_abort"], job_id, self.channel)
+        return row is not None
+
+    async def job_abort_pending(self, conn: Conn, worker_id: str) -> list[Row]:
+        return await conn.fetch(self.q["job_abort_pending"], worker_id)  # type: ignore[no-any-return]
+
+    async def job_watch(self, job_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["job_watch"], job_id)
+
+    async def job_get_many(self, ids: Sequence[uuid.UUID]) -> list[Row]:
+        return await self.pool.fetch(self.q["job_get_many"], list(ids))  # type: ignore[no-any-return]
+
+    async def job_progress(
+        self,
+        conn: Conn,
+        job_id: uuid.UUID,
+        worker_id: str,
+        attempt: int,
+        progress: float,
+        message: str | None,
+    ) -> None:
+        await conn.execute(self.q["job_progress"], job_id, worker_id, attempt, progress, message)
+
+    async def job_complete(
+        self, conn: Conn, job_id: uuid.UUID, worker_id: str, attempt: int, result: str | None
+    ) -> bool:
+        """Mark the job done on ``conn`` (the caller's transaction) if still owned."""
+        got = await conn.fetchval(self.q["job_complete"], job_id, worker_id, attempt, result)
+        return got is not None
+
+    async def job_expire_queued(self, conn: Conn, limit: int) -> int:
+        return len(await conn.fetch(self.q["job_expire_queued"], limit))
+
+    async def idempotency_prune(self, conn: Conn, older_than: float, limit: int) -> int:
+        return len(await conn.fetch(self.q["idempotency_prune"], float(older_than), limit))
+
+    async def job_list_tagged(
+        self,
+        status: str | None,
+        queue: str | None,
+        job_name: str | None,
+        limit: int,
+        offset: int,
+        tags: str,
+    ) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["job_list_tagged"], status, queue, job_name, limit, offset, tags
+        )
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -23,6 +23,11 @@ JOBS_MODULES_MISSING = "SONIQ_JOBS_MODULES_MISSING"
 JOBS_MODULE_IMPORT = "SONIQ_JOBS_MODULE_IMPORT"
 NOT_FOUND = "SONIQ_NOT_FOUND"
 SCHEMA_MISSING = "SONIQ_SCHEMA_MISSING"
+# job control (API.md Part 2)
+JOB_NOT_FOUND = "SONIQ_JOB_NOT_FOUND"
+IDEMPOTENCY_CONFLICT = "SONIQ_IDEMPOTENCY_CONFLICT"
+JOB_LOST = "SONIQ_JOB_LOST"
+PROGRESS_INVALID = "SONIQ_PROGRESS_INVALID"
 
 # What a lost or refused database looks like from asyncpg: the one list every retry loop
 # and fallback catches.
@@ -54,4 +59,3 @@ def schema_missing(schema: str) -> SoniqError:
         f"soniq's tables are not in schema {schema!r} of this database. "
         "Fix: run `soniq setup` (or `await app.setup()`) once.",
     )
-

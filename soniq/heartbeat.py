@@ -30,8 +30,11 @@ class Heartbeat:
         worker_id: str,
         in_flight: Callable[[], int],
         register: Callable[[Any], Awaitable[None]],
+        after: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
+        """``after(conn)`` runs after each beat (the worker re-reads pending aborts)."""
         self.app = app
+        self.after = after
         self.worker_id = worker_id
         self.in_flight = in_flight
         self.register = register
@@ -52,6 +55,8 @@ class Heartbeat:
                             self.worker_id,
                         )
                         await self.register(conn)
+                    if self.after is not None:
+                        await self.after(conn)
                 except Exception as exc:  # a dead heartbeat loop would get this worker rescued
                     log.warning(
                         "heartbeat failed: %s", exc, exc_info=not isinstance(exc, DB_ERRORS)

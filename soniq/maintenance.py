@@ -46,6 +46,22 @@ async def rescue_stale(app: Soniq) -> int:
     return len(rows)
 
 
+async def expire_queued(app: Soniq) -> int:
+    """End queued jobs past their ``expires_at`` (cancelled, "expired"), in bounded batches;
+    a worker claiming one late skips it anyway, this keeps them from sitting queued."""
+    db = await app.database()
+    total = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        async with db.acquire() as conn:
+            n = await db.job_expire_queued(conn, PRUNE_BATCH)
+        total += n
+        if n < PRUNE_BATCH:
+            break
+    if total:
+        log.info("expired %d queued job(s) past their expires_at", total)
+    return total
+
+
 async def prune(app: Soniq) -> tuple[int, int]:
     """Delete finished jobs older than ``result_ttl`` and periodic tick rows older than
     ``result_ttl`` (at least an hour), each in bounded batches, and old worker rows.
@@ -55,14 +71,17 @@ async def prune(app: Soniq) -> tuple[int, int]:
     db = await app.database()
     jobs = await _in_batches(app, db.job_prune_finished, app.settings.result_ttl)
     ticks = await _in_batches(app, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0))
+    keys = await _in_batches(app, db.idempotency_prune, 0.0)
     async with db.acquire() as conn:
         workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
-    if jobs or workers or ticks:
+    if jobs or workers or ticks or keys:
         log.info(
-            "pruned %d finished jobs, %d periodic tick rows and %d stale worker rows",
+            "pruned %d finished jobs, %d periodic tick rows, %d stale worker rows and %d "
+            "idempotency keys",
             jobs,
             ticks,
             workers,
+            keys,
         )
     return jobs, workers
 
@@ -182,6 +201,7 @@ class Maintenance:
             if await asyncio.wait_for(rescue_stale(self.app), RESCUE_TIMEOUT):
                 if self.on_rescued is not None:
                     self.on_rescued()
+            await asyncio.wait_for(expire_queued(self.app), RESCUE_TIMEOUT)
         elif name == "prune":
             await asyncio.wait_for(prune(self.app), PRUNE_TIMEOUT)
         else:

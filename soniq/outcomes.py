@@ -126,7 +126,8 @@ class Reporter:
         delay = 0.0
         if outcome.kind in (Kind.ERROR, Kind.TIMEOUT) and task is not None:
             delay = task.retry.delay_for(job.attempt)
-        decision = decide(outcome, job.attempt, job.max_attempts, delay)
+        retryable = task is None or task.retryable(outcome.result)
+        decision = decide(outcome, job.attempt, job.max_attempts, delay, retryable)
         snooze = outcome.kind is Kind.SNOOZE
         self.other.append(
             OutcomeRow(
