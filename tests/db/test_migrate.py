@@ -42,7 +42,9 @@ async def tables_in(pg_url: str, schema: str) -> set[str]:
 def test_migration_files_are_numbered_in_order() -> None:
     migrations = available()
     assert migrations, "no migrations shipped"
-    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    versions = [m.version for m in migrations]
+    # numbers are handed out per feature branch, so one may land before a lower one
+    assert versions == sorted(set(versions)) and versions[0] == 1
     assert migrations[0].name == "initial"
     for m in migrations:
         assert "{schema}" in m.sql  # every object is created inside the configured schema
