@@ -24,6 +24,7 @@ FULL = {
     "drain_shallow": 1_000,
     "drain_shallow_rounds": 9,
     "latency_jobs": 500,
+    "wait_jobs": 300,
 }
 QUICK = {
     **FULL,
@@ -38,6 +39,7 @@ QUICK = {
     "drain_deep": 20_000,
     "drain_shallow_rounds": 3,
     "latency_jobs": 150,
+    "wait_jobs": 100,
 }
 
 

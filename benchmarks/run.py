@@ -23,14 +23,14 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, drain, enqueue
+from benchmarks import ceiling, drain, enqueue, wait
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
-GROUPS = ("enqueue", "drain", "deep", "latency")
+GROUPS = ("enqueue", "drain", "deep", "latency", "wait")
 
 
 async def database_url(given: str | None) -> str:
@@ -151,6 +151,12 @@ async def run(args: argparse.Namespace) -> list[Result]:
         lat.target = "p50 <= 3 ms, p99 <= 10 ms"
         lat.passed = lat.extra["p50_ms"] <= 3.0 and lat.extra["p99_ms"] <= 10.0
         show(lat)
+
+    if "wait" in groups:
+        w = await wait.wait_latency(url, counts["wait_jobs"])
+        w.target = "p50 < 5 ms"
+        w.passed = w.extra["p50_ms"] < 5.0
+        show(w)
     return rows
 
 
@@ -158,7 +164,7 @@ def table(rows: list[Result]) -> str:
     head = ("workload", "jobs", "seconds", "jobs/s", "ratio", "target", "result")
     body = []
     for r in rows:
-        if r.key == "soniq.latency":
+        if r.key in ("soniq.latency", "soniq.wait"):
             figure = (
                 f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} / p99 {r.extra['p99_ms']} ms"
             )
