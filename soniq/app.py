@@ -118,6 +118,7 @@ class Soniq:
 
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
+        await self._watchers.close()
         await self.notifier.close()
         await self._connector.close()
 

@@ -243,6 +243,15 @@ class Watchers:
         assert last is not None
         return last
 
+    async def close(self) -> None:
+        """``Soniq.close``: stop the fallback poll; the next waiter subscribes again."""
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+        self.sub = None
+        for task in list(self._tasks):
+            task.cancel()
+
     def _add(self, uid: uuid.UUID, queue: Any, db: Database) -> None:
         self.queues.setdefault(uid, []).append(queue)
         if self.sub is None:
@@ -333,9 +342,9 @@ async def insert_ext(app: Soniq, db: Database, job: NewJob, ext: JobExtras, conn
         if row["key_hash"] != ext.request_hash:
             raise SoniqError(
                 IDEMPOTENCY_CONFLICT,
-                f"idempotency_key {ext.idempotency_key!r} was used for job "
-                f"{row['key_job_id']} with another task or other arguments; use a new key "
-                "for a different request",
+                f"idempotency_key {ext.idempotency_key!r} already belongs to job "
+                f"{row['key_job_id']}, enqueued for another task or other arguments; pick a "
+                "new key for a different request",
             )
         return str(row["key_job_id"])
     if row["id"] is not None:

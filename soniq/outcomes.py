@@ -37,7 +37,7 @@ class OutcomeRow:
     """
 
     id: uuid.UUID
-    status: str  # a JobStatus value: queued (retry, snooze) or dead_letter
+    status: str  # a JobStatus value: queued (retry, snooze), dead_letter or cancelled (abort)
     delay: float  # seconds until due again, when queued
     refund: bool  # the attempt does not count (snooze)
     error: str | None  # appended to the job's errors; None for a snooze
@@ -142,7 +142,10 @@ class Reporter:
         if decision.status is JobStatus.QUEUED and decision.delay <= 0:
             self.requeue_now = True
         self.pending.set()
-        if decision.status is JobStatus.DEAD_LETTER:
+        if decision.status is JobStatus.CANCELLED:
+            log.info("job %s (%s) aborted", job.id, job.job_name)
+            self._observe(job, "aborted", duration)
+        elif decision.status is JobStatus.DEAD_LETTER:
             log.error(
                 "job %s (%s) dead-lettered (%s): %s",
                 job.id,

@@ -72,6 +72,7 @@ class Kind(str, enum.Enum):
     TIMEOUT = "timeout"
     SNOOZE = "snooze"
     NOT_FOUND = "not_found"
+    ABORTED = "aborted"  # cancel_job(abort=True) cancelled the handler
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def decide(
         return Decision(JobStatus.DONE)
     if outcome.kind is Kind.SNOOZE:
         return Decision(JobStatus.QUEUED, delay=outcome.snooze_seconds, refund_attempt=True)
+    if outcome.kind is Kind.ABORTED:
+        return Decision(JobStatus.CANCELLED)
     if outcome.kind is Kind.NOT_FOUND:
         return Decision(JobStatus.DEAD_LETTER, reason=DeadReason.JOB_NOT_FOUND)
     if outcome.kind is Kind.ERROR and not retryable:

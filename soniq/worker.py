@@ -384,7 +384,7 @@ class Worker:
             uncancel = getattr(asyncio.current_task(), "uncancel", None)
             if uncancel is not None:  # Python 3.11+: this task goes on, not cancelled
                 uncancel()
-            outcome = Outcome(Kind.ERROR, error="aborted: cancel_job(abort=True)")
+            outcome = Outcome(Kind.ABORTED, error="aborted: cancel_job(abort=True)")
         except BaseException as exc:  # a bug here must not lose the job
             log.exception("internal error running job %s", job.id)
             outcome = Outcome(Kind.ERROR, error=f"internal error: {exc!r}")

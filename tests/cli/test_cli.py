@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from soniq import JobStatus, Soniq
+from soniq.migrate import available
 from soniq.queries import advisory_key
 from tests.cli.cli_helpers import CLI_JOBS, as_json, invoke, run_soniq, seed
 from tests.conftest import SONIQ_BIN, wait_for
@@ -286,7 +287,8 @@ async def test_setup_creates_a_missing_database(pg_url, schema_name):
     try:
         result = await invoke({}, "setup", "--database-url", url, "--schema", schema_name)
         assert result.exit_code == 0, result.output
-        assert "Created database" in result.stdout and "Applied 1 migration(s)" in result.stdout
+        applied = f"Applied {len(available())} migration(s)"
+        assert "Created database" in result.stdout and applied in result.stdout
         again = await invoke({}, "setup", "--database-url", url, "--schema", schema_name)
         assert again.exit_code == 0 and "Created" not in again.stdout
         app = Soniq(database_url=url, schema=schema_name)
