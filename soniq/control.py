@@ -146,6 +146,8 @@ class Progress:
         self.job = job
         self.pending: tuple[float, str | None] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.last = -PROGRESS_INTERVAL  # monotonic time of the last write
+        self.hurry = asyncio.Event()  # set by flush: write now, do not wait out the interval
 
     def set(self, fraction: float, message: str | None) -> None:
         self.pending = (fraction, message)
@@ -154,9 +156,12 @@ class Progress:
 
     async def _run(self) -> None:
         while self.pending is not None:
-            started = time.monotonic()
+            wait = self.last + PROGRESS_INTERVAL - time.monotonic()
+            if wait > 0 and not self.hurry.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.hurry.wait(), wait)
+            self.last = time.monotonic()
             await self._write()
-            await asyncio.sleep(max(0.0, PROGRESS_INTERVAL - (time.monotonic() - started)))
 
     async def _write(self) -> None:
         value, self.pending = self.pending, None
@@ -172,6 +177,7 @@ class Progress:
             log.warning("could not record progress of job %s: %s", job.id, exc)
 
     async def flush(self) -> None:
+        self.hurry.set()
         if self.task is not None:
             with contextlib.suppress(Exception):
                 await self.task
