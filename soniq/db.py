@@ -473,10 +473,17 @@ class Database:
         return await conn.fetchrow(self.q["schedule_upsert"], name, job_name, spec, tz, next_run_at)
 
     async def schedule_tick_enqueue(
-        self, conn: Conn, schedule_name: str, tick: datetime, job: NewJob, next_run_at: datetime
+        self,
+        conn: Conn,
+        schedule_name: str,
+        tick: datetime,
+        job: NewJob,
+        next_run_at: datetime,
+        expires_after: float | None = None,
     ) -> tuple[bool, uuid.UUID | None]:
         """(tick claimed by this call, id of the job it inserted or None). The job is due at
-        the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used."""
+        the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used;
+        it expires ``expires_after`` seconds from now (the task's ``expires_after``)."""
         row = await conn.fetchrow(
             self.q["schedule_tick_enqueue"],
             schedule_name,
@@ -485,6 +492,7 @@ class Database:
             job.dedup_key,
             next_run_at,
             self.channel,
+            expires_after,
         )
         return bool(row["claimed"]), row["id"]
 

@@ -300,3 +300,22 @@ async def test_bad_tags_write_nothing(app: Soniq, bad: Any) -> None:
         await app.enqueue(tb, tags=bad)
     assert err.value.error_code == "SONIQ_ENQUEUE_INVALID"
     assert await count_jobs(app) == 0
+
+
+async def test_periodic_jobs_take_the_decorators_expires_after(app: Soniq) -> None:
+    from soniq.scheduler import Scheduler
+
+    @app.periodic(every=60, name="digest", expires_after=30)
+    async def digest() -> None: ...
+
+    @app.periodic(every=60, name="plain_digest")
+    async def plain_digest() -> None: ...
+
+    t0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    job_id = await Scheduler(app).enqueue_tick("digest", t0)
+    plain = await Scheduler(app).enqueue_tick("plain_digest", t0)
+    assert job_id is not None and plain is not None
+    row = await columns(app, job_id, "expires_at")
+    left = row["expires_at"] - datetime.now(timezone.utc)
+    assert timedelta(seconds=20) < left <= timedelta(seconds=30)
+    assert (await columns(app, plain, "expires_at"))["expires_at"] is None
