@@ -223,6 +223,7 @@ class Watchers:
             if row is None:
                 raise SoniqError(JOB_NOT_FOUND, f"no job with id {job_id}")
             job = self.app._job_dict(row)
+            del job["woke"]
             yield job
             seen = _state(job)
             while job["status"] not in TERMINAL:
@@ -250,11 +251,14 @@ class Watchers:
         return last
 
     async def close(self) -> None:
-        """``Soniq.close``: stop the fallback poll; the next waiter subscribes again."""
+        """``Soniq.close``: stop the fallback poll and the subscription; the next waiter
+        subscribes again."""
         poller, self._poller = self._poller, None
         if poller is not None:
             poller.cancel()
-        self.sub = None
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            await sub.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -272,13 +276,8 @@ class Watchers:
             queues.remove(queue)
         if not queues:
             self.queues.pop(uid, None)
-        if not self.queues:
-            sub, self.sub = self.sub, None
-            poller, self._poller = self._poller, None
-            if poller is not None:
-                poller.cancel()
-            if sub is not None:
-                self._spawn(sub.close())
+        # the subscription (and so the LISTEN connection) stays until Soniq.close: a wait
+        # after this one must not pay for a new connection
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

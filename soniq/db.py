@@ -318,7 +318,7 @@ class Database:
         return await conn.fetch(self.q["job_abort_pending"], worker_id)  # type: ignore[no-any-return]
 
     async def job_watch(self, job_id: uuid.UUID) -> Row | None:
-        return await self.pool.fetchrow(self.q["job_watch"], job_id)
+        return await self.pool.fetchrow(self.q["job_watch"], job_id, self.channel)
 
     async def job_get_many(self, ids: Sequence[uuid.UUID]) -> list[Row]:
         return await self.pool.fetch(self.q["job_get_many"], list(ids))  # type: ignore[no-any-return]

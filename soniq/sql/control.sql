@@ -54,10 +54,16 @@ WHERE worker_id = $1 AND status = 'processing' AND cancel_requested_at IS NOT NU
 
 -- name: job_watch
 -- A waiter's first read: mark the job watched (its changes are NOTIFYed from now on) and
--- return it as job_get does.
-UPDATE {schema}.soniq_jobs AS j SET watched = true
-WHERE j.id = $1
-RETURNING {_job_columns}
+-- return it as job_get does. A worker's claim skips the row while this update holds its
+-- lock (SKIP LOCKED), so a due queued job gets a wake-up on channel $2 at this commit.
+WITH w AS (
+    UPDATE {schema}.soniq_jobs AS j SET watched = true
+    WHERE j.id = $1
+    RETURNING {_job_columns}
+)
+SELECT w.*, CASE WHEN w.status = 'queued' AND w.scheduled_at <= now()
+                 THEN pg_notify($2, w.queue) END AS woke
+FROM w
 
 -- name: job_get_many
 SELECT {_job_columns} FROM {schema}.soniq_jobs AS j WHERE j.id = ANY($1::uuid[])

@@ -247,3 +247,28 @@ async def test_progress_is_coalesced_and_the_last_value_lands(app: Soniq) -> Non
     ran = (final["finished_at"] - final["started_at"]).total_seconds()
     assert 2 <= len(seen) <= 10 * ran + 4, (len(seen), ran)
     assert seen[-1]["status"] == JobStatus.DONE
+
+
+async def test_waiting_on_a_just_enqueued_job_never_hides_it_from_the_claim(
+    make_app: Any,
+) -> None:
+    """The waiter's first read locks the row for a moment; a claim in that moment skips it
+    (SKIP LOCKED), so the waiter wakes the workers: no job waits for the next poll."""
+    app = await make_app(poll_interval=30)
+
+    @app.job(name="brief")
+    async def brief(n: int) -> int:
+        await asyncio.sleep(0.01)
+        return n
+
+    stop, task = await worker(app)
+    try:
+        for n in range(40):
+            job_id = await brief.enqueue(n=n)
+            try:
+                job = await app.wait(job_id, timeout=5)  # the poll is 30 s: only pushes count
+            except TimeoutError:
+                raise AssertionError(f"job {n}: {await app.get_job(job_id)}") from None
+            assert job["status"] == JobStatus.DONE
+    finally:
+        await stop_worker(stop, task)
