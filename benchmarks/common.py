@@ -28,6 +28,7 @@ FULL = {
     "scale_many": 32,  # workers of concurrency 4
     "dashboard_rows": 1_000_000,
     "webhooks": 10_000,
+    "wait_jobs": 300,
 }
 QUICK = {
     **FULL,
@@ -46,6 +47,7 @@ QUICK = {
     "scale_many": 16,
     "dashboard_rows": 100_000,
     "webhooks": 2_000,
+    "wait_jobs": 100,
 }
 
 

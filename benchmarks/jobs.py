@@ -6,6 +6,7 @@ handlers on its own instances with ``register``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from soniq import Soniq
@@ -21,6 +22,12 @@ def register(app: Soniq) -> None:
     @app.job(name="bench.stamp")
     async def stamp(t: float) -> float:
         """Returns the wall-clock time at which it started (``t`` is when it was enqueued)."""
+        return time.time()
+
+    @app.job(name="bench.hold")
+    async def hold(seconds: float) -> float:
+        """Sleeps ``seconds``, then returns the wall-clock time at which it ended."""
+        await asyncio.sleep(seconds)
         return time.time()
 
 

@@ -23,14 +23,14 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, dashboard, drain, enqueue, scale, webhooks
+from benchmarks import ceiling, dashboard, drain, enqueue, scale, wait, webhooks
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
-GROUPS = ("enqueue", "drain", "deep", "latency")
+GROUPS = ("enqueue", "drain", "deep", "latency", "wait")
 # long (minutes): only when named with --only
 OPTIONAL = ("dashboard", "scale", "webhooks")
 
@@ -154,6 +154,12 @@ async def run(args: argparse.Namespace) -> list[Result]:
         lat.passed = lat.extra["p50_ms"] <= 3.0 and lat.extra["p99_ms"] <= 10.0
         show(lat)
 
+    if "wait" in groups:
+        w = await wait.wait_latency(url, counts["wait_jobs"])
+        w.target = "p50 < 5 ms"
+        w.passed = w.extra["p50_ms"] < 5.0
+        show(w)
+
     if "webhooks" in groups:
         off, on = await webhooks.webhooks(url, counts["webhooks"])
         judge(on, off, 0.50, "the same drain without")
@@ -179,7 +185,7 @@ def table(rows: list[Result]) -> str:
     head = ("workload", "jobs", "seconds", "jobs/s", "ratio", "target", "result")
     body = []
     for r in rows:
-        if r.key == "soniq.latency":
+        if r.key in ("soniq.latency", "soniq.wait"):
             figure = (
                 f"p50 {r.extra['p50_ms']} / p95 {r.extra['p95_ms']} / p99 {r.extra['p99_ms']} ms"
             )

@@ -7,18 +7,27 @@ this one wires them together, so services and users see one object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import browse, migrate, otel
+from soniq import browse, control, migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
-from soniq.enqueue import NewJob, check_cancel_filters, check_handler_args, new_job, new_jobs
+from soniq.enqueue import (
+    NewJob,
+    check_cancel_filters,
+    check_handler_args,
+    check_tags,
+    job_extras,
+    new_job,
+    new_jobs,
+)
 from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
 from soniq.foreign import as_asyncpg
 from soniq.jobs import Task, attach
@@ -81,6 +90,7 @@ class Soniq:
 
             InlineJobs(self, testing).install()
         self._connector.on_new_loop.append(self.notifier.forget)
+        self._watchers = control.Watchers(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -134,6 +144,7 @@ class Soniq:
     async def close(self) -> None:
         """Close the pool. The instance may be used again afterwards (it reconnects)."""
         self._connector.leave_other_loop()
+        await self._watchers.close()
         await self.notifier.close()
         await self.webhooks.close()  # webhooks: the delivery HTTP client
         await self._connector.close()
@@ -177,6 +188,9 @@ class Soniq:
         unique: bool = False,
         validate: type[BaseModel] | None = None,
         max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        no_retry_on: tuple[type[BaseException], ...] | None = None,
+        expires_after: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def job(
@@ -196,6 +210,9 @@ class Soniq:
         unique: bool = False,
         validate: type[BaseModel] | None = None,
         max_retries: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        no_retry_on: tuple[type[BaseException], ...] | None = None,
+        expires_after: float | None = None,
     ) -> F | Callable[[F], F]:
         """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
         Used bare (``@app.job``) or called (``@app.job(...)``)."""
@@ -220,6 +237,9 @@ class Soniq:
                 timeout=timeout,
                 unique=unique,
                 validate=validate,
+                retry_on=retry_on,
+                no_retry_on=no_retry_on,
+                expires_after=expires_after,
             )
             self.registry.add_task(task)
             return attach(fn, task, self)  # type: ignore[return-value]
@@ -280,6 +300,9 @@ class Soniq:
         scheduled_at: datetime | timedelta | float | None = None,
         dedup_key: str | None = None,
         connection: Conn | None = None,
+        tags: dict[str, str] | None = None,
+        expires_at: datetime | timedelta | float | None = None,
+        idempotency_key: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction."""
@@ -294,7 +317,21 @@ class Soniq:
             scheduled_at,
             dedup_key,
         )
-        return await self.enqueue_job(job, connection=connection)
+        task = self.registry.tasks.get(job.job_name)
+        if (
+            tags is None
+            and expires_at is None
+            and idempotency_key is None
+            and (task is None or task.expires_after is None)
+        ):
+            return await self.enqueue_job(job, connection=connection)
+        ext = job_extras(self._settings, task, job, tags, expires_at, idempotency_key)
+        assert ext is not None
+        db = await self.database()
+        try:
+            return await control.insert_ext(self, db, job, ext, connection)
+        except asyncpg.UndefinedTableError:
+            raise schema_missing(self.schema) from None
 
     async def enqueue_job(self, job: NewJob, *, connection: Conn | None = None) -> str:
         """Insert a job built by ``soniq.enqueue`` (its rules already applied); returns its
@@ -365,6 +402,10 @@ class Soniq:
         job = dict(row)
         job["id"] = str(job["id"])
         job["status"] = JobStatus(job["status"])
+        # workflows (API.md Part 2) are not built yet: their keys are present, empty
+        job.setdefault("workflow_id", None)
+        job.setdefault("step", None)
+        job.setdefault("after", [])
         return job
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -395,6 +436,7 @@ class Soniq:
         job_name: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        tags: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         if status is not None:
             try:
@@ -405,12 +447,13 @@ class Soniq:
                     f"unknown status {status!r}; use one of "
                     f"{', '.join(s.value for s in JobStatus)}",
                 ) from None
-        rows = await (await self.database()).job_list(status, queue, job_name, limit, offset)
+        db = await self.database()
+        if tags:
+            wanted = json.dumps(check_tags(tags), sort_keys=True)
+            rows = await db.job_list_tagged(status, queue, job_name, limit, offset, wanted)
+        else:
+            rows = await db.job_list(status, queue, job_name, limit, offset)
         return [self._job_dict(r) for r in rows]
-
-    async def cancel_job(self, job_id: str) -> bool:
-        uid = parse_uuid(job_id)
-        return uid is not None and await (await self.database()).job_cancel(uid)
 
     async def delete_job(self, job_id: str) -> bool:
         """Delete a job that is not ``processing`` (True); a running one is kept (False)."""
@@ -479,6 +522,23 @@ class Soniq:
         options = (concurrency, queues, run_once, shutdown_event, with_scheduler, handle_signals)
         await Worker(self, *options).run()
 
+    # -- job control (API.md Part 2, "Job control"; the logic lives in soniq.control) ---------
+
+    async def cancel_job(self, job_id: str, *, abort: bool = False) -> bool:
+        """A queued job becomes ``cancelled`` (True); with ``abort=True`` a processing job is
+        asked to stop and ends ``cancelled`` ("aborted") (True); otherwise False."""
+        return await control.cancel_job(self, job_id, abort)
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """The job (as ``get_job``) once it is done, dead-lettered or cancelled; pushed over
+        the instance's one LISTEN connection. ``TimeoutError`` after ``timeout`` seconds."""
+        return await self._watchers.wait(job_id, timeout)
+
+    def watch(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yields the job at once and on every change of status or progress; ends after its
+        terminal state."""
+        return self._watchers.watch(job_id)
+
     # -- integrations: sync callers (soniq.sync) ----------------------------------------------
 
     @property
@@ -534,18 +594,10 @@ class Soniq:
         *,
         queue: str | None = None,
         job_name: str | None = None,
-        tags: Sequence[str] | None = None,
+        tags: dict[str, str] | None = None,
     ) -> int:
-        """Cancel every queued or waiting job matching all the filters given (at least one);
-        returns how many."""
+        """Cancel every queued or waiting job matching all the filters given (at least one;
+        ``tags``: jobs carrying every given pair); returns how many."""
         check_cancel_filters(queue, job_name, tags)
-        if tags is not None:
-            # TODO(lead, job control merge): filter on the tags column once it exists
-            # (jobs whose tags contain every one given); until then refuse rather than
-            # cancel more than was asked.
-            raise SoniqError(
-                ENQUEUE_INVALID,
-                "cancel_jobs(tags=...) needs job tags, which this database does not have "
-                "yet; filter by queue= and/or job_name=",
-            )
-        return await (await self.database()).job_cancel_matching(queue, job_name)
+        tags_json = None if tags is None else json.dumps(check_tags(tags), sort_keys=True)
+        return await (await self.database()).job_cancel_matching(queue, job_name, tags_json)

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from soniq.enqueue import NewJob, NewJobs
+from soniq.enqueue import JobExtras, NewJob, NewJobs
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.lanes import Lanes
 from soniq.outcomes import Batch
@@ -287,8 +287,10 @@ class Database:
     async def job_cancel(self, job_id: uuid.UUID) -> bool:
         return await self.pool.fetchval(self.q["job_cancel"], job_id) is not None
 
-    async def job_cancel_matching(self, queue: str | None, job_name: str | None) -> int:
-        status = await self.pool.execute(self.q["job_cancel_matching"], queue, job_name)
+    async def job_cancel_matching(
+        self, queue: str | None, job_name: str | None, tags: str | None
+    ) -> int:
+        status = await self.pool.execute(self.q["job_cancel_matching"], queue, job_name, tags)
         return int(status.rsplit(" ", 1)[-1])
 
     async def job_delete(self, job_id: uuid.UUID) -> bool:
@@ -324,6 +326,76 @@ class Database:
     async def dead_letter_stats(self) -> dict[str, int]:
         rows = await self.pool.fetch(self.q["dead_letter_stats"])
         return {r["reason"]: int(r["n"]) for r in rows}
+
+    # -- job control (sql/control.sql) -----------------------------------------------------
+
+    async def job_insert_ext(self, conn: Conn | None, job: NewJob, ext: JobExtras) -> Row:
+        """Insert a job with tags / expiry / an idempotency key (see ``job_insert_ext``):
+        the row of (id inserted or None, key's job id, key's request hash)."""
+        c = conn if conn is not None else self.pool
+        return await c.fetchrow(
+            self.q["job_insert_ext"],
+            *job.columns(),
+            job.scheduled_at,
+            job.dedup_key,
+            self.channel,
+            ext.idempotency_key,
+            ext.request_hash,
+            ext.idempotency_ttl,
+            ext.tags,
+            ext.expires_at,
+        )
+
+    async def job_abort(self, job_id: uuid.UUID) -> bool:
+        """Record an abort of a processing job and NOTIFY its worker; False if not running."""
+        row = await self.pool.fetchrow(self.q["job_abort"], job_id, self.channel)
+        return row is not None
+
+    async def job_abort_pending(self, conn: Conn, worker_id: str) -> list[Row]:
+        return await conn.fetch(self.q["job_abort_pending"], worker_id)  # type: ignore[no-any-return]
+
+    async def job_watch(self, job_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["job_watch"], job_id, self.channel)
+
+    async def job_get_many(self, ids: Sequence[uuid.UUID]) -> list[Row]:
+        return await self.pool.fetch(self.q["job_get_many"], list(ids))  # type: ignore[no-any-return]
+
+    async def job_progress(
+        self,
+        conn: Conn,
+        job_id: uuid.UUID,
+        worker_id: str,
+        attempt: int,
+        progress: float,
+        message: str | None,
+    ) -> None:
+        await conn.execute(self.q["job_progress"], job_id, worker_id, attempt, progress, message)
+
+    async def job_complete(
+        self, conn: Conn, job_id: uuid.UUID, worker_id: str, attempt: int, result: str | None
+    ) -> bool:
+        """Mark the job done on ``conn`` (the caller's transaction) if still owned."""
+        got = await conn.fetchval(self.q["job_complete"], job_id, worker_id, attempt, result)
+        return got is not None
+
+    async def job_expire_queued(self, conn: Conn, limit: int) -> int:
+        return len(await conn.fetch(self.q["job_expire_queued"], limit))
+
+    async def idempotency_prune(self, conn: Conn, older_than: float, limit: int) -> int:
+        return len(await conn.fetch(self.q["idempotency_prune"], float(older_than), limit))
+
+    async def job_list_tagged(
+        self,
+        status: str | None,
+        queue: str | None,
+        job_name: str | None,
+        limit: int,
+        offset: int,
+        tags: str,
+    ) -> list[Row]:
+        return await self.pool.fetch(  # type: ignore[no-any-return]
+            self.q["job_list_tagged"], status, queue, job_name, limit, offset, tags
+        )
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -440,10 +512,17 @@ class Database:
         return await conn.fetchrow(self.q["schedule_upsert"], name, job_name, spec, tz, next_run_at)
 
     async def schedule_tick_enqueue(
-        self, conn: Conn, schedule_name: str, tick: datetime, job: NewJob, next_run_at: datetime
+        self,
+        conn: Conn,
+        schedule_name: str,
+        tick: datetime,
+        job: NewJob,
+        next_run_at: datetime,
+        expires_after: float | None = None,
     ) -> tuple[bool, uuid.UUID | None]:
         """(tick claimed by this call, id of the job it inserted or None). The job is due at
-        the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used."""
+        the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used;
+        it expires ``expires_after`` seconds from now (the task's ``expires_after``)."""
         row = await conn.fetchrow(
             self.q["schedule_tick_enqueue"],
             schedule_name,
@@ -452,6 +531,7 @@ class Database:
             job.dedup_key,
             next_run_at,
             self.channel,
+            expires_after,
         )
         return bool(row["claimed"]), row["id"]
 

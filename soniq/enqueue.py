@@ -338,7 +338,7 @@ def options(
 
 
 def check_cancel_filters(queue: Any, job_name: Any, tags: Any) -> None:
-    """The filters of ``cancel_jobs``: at least one, each a non-empty string (tags a list)."""
+    """The filters of ``cancel_jobs``: at least one, each a non-empty string (tags a dict)."""
     if queue is None and job_name is None and tags is None:
         raise SoniqError(
             ENQUEUE_INVALID,
@@ -348,5 +348,109 @@ def check_cancel_filters(queue: Any, job_name: Any, tags: Any) -> None:
     for what, value in (("queue", queue), ("job_name", job_name)):
         if value is not None and (not isinstance(value, str) or not value):
             raise SoniqError(ENQUEUE_INVALID, f"{what}= must be a non-empty string")
-    if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
-        raise SoniqError(ENQUEUE_INVALID, "tags= must be a list of strings")
+    if tags is not None and not isinstance(tags, dict):
+        raise SoniqError(ENQUEUE_INVALID, "tags= must be a dict of str to str, like enqueue's")
+
+
+# -- job control options (tags, expiry, idempotency keys): a separate, slower insert --------
+
+MAX_TAGS = 20
+MAX_TAG_CHARS = 100
+
+
+class JobExtras(NamedTuple):
+    """The job control columns of one enqueue (see ``job_insert_ext``)."""
+
+    tags: str | None  # JSON object text
+    expires_at: datetime | None
+    idempotency_key: str | None
+    request_hash: str | None  # of task + arguments, for the idempotency key
+    idempotency_ttl: float
+
+
+def job_extras(
+    settings: Settings,
+    task: Task[Any, Any] | None,
+    job: NewJob,
+    tags: Any,
+    expires_at: Any,
+    idempotency_key: Any,
+) -> JobExtras | None:
+    """The extras of ``job``, checked; None when it uses none (the plain insert)."""
+    if expires_at is None and task is not None and task.expires_after is not None:
+        expires_at = task.expires_after
+    if tags is None and expires_at is None and idempotency_key is None:
+        return None
+    tags_json = None if tags is None else json.dumps(check_tags(tags), sort_keys=True)
+    expiry = None if expires_at is None else expires_when(expires_at)
+    request_hash = None
+    if idempotency_key is not None:
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise SoniqError(ENQUEUE_INVALID, "idempotency_key must be a non-empty string")
+        if job.dedup_key is not None:
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "give idempotency_key or a dedup key (dedup_key=, unique=True), not both",
+            )
+        canonical = json.dumps(
+            [job.job_name, json.loads(job.args)], sort_keys=True, separators=(",", ":")
+        )
+        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    return JobExtras(
+        tags_json, expiry, idempotency_key, request_hash, float(settings.idempotency_ttl)
+    )
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """``tags=``: a dict of at most 20 str -> str pairs, each at most 100 characters."""
+    if not isinstance(tags, dict):
+        raise SoniqError(
+            ENQUEUE_INVALID, f"tags must be a dict of str to str, not {type(tags).__name__}"
+        )
+    if len(tags) > MAX_TAGS:
+        raise SoniqError(ENQUEUE_INVALID, f"at most {MAX_TAGS} tags per job, got {len(tags)}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                f"tag {key!r}: {value!r}: tag keys and values must be strings "
+                "(convert numbers with str())",
+            )
+        if not key or len(key) > MAX_TAG_CHARS or len(value) > MAX_TAG_CHARS:
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                f"tag {key[:20]!r}: keys must be 1-{MAX_TAG_CHARS} characters and values at "
+                f"most {MAX_TAG_CHARS}",
+            )
+    return tags
+
+
+def expires_when(value: Any) -> datetime:
+    """``expires_at=`` (aware datetime, timedelta or seconds from now) as an aware
+    datetime in the future."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                "expires_at is a naive datetime; pass an aware one, e.g. "
+                "datetime.now(timezone.utc) + timedelta(minutes=5)",
+            )
+        when = value
+    elif isinstance(value, timedelta) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+    ):
+        seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+        if not 0 < seconds < float("inf"):
+            raise SoniqError(
+                ENQUEUE_INVALID, f"expires_at must be in the future: got {value!r} seconds"
+            )
+        when = datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    else:
+        raise SoniqError(
+            ENQUEUE_INVALID,
+            "expires_at must be an aware datetime, a timedelta or seconds from now, "
+            f"not {type(value).__name__}",
+        )
+    if when <= datetime.now(timezone.utc):
+        raise SoniqError(ENQUEUE_INVALID, f"expires_at {when.isoformat()} is in the past")
+    return when

@@ -47,8 +47,11 @@ class Heartbeat:
         register: Callable[[Any], Awaitable[None]],
         maintain: bool = False,
         on_rescued: Callable[[], None] | None = None,
+        after: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
+        """``after(conn)`` runs after each beat (the worker re-reads pending aborts)."""
         self.app = app
+        self.after = after
         self.worker_id = worker_id
         self.in_flight = in_flight
         self.register = register
@@ -92,6 +95,8 @@ class Heartbeat:
                             self.worker_id,
                         )
                         await self.register(self.conn)
+                    if self.after is not None:
+                        await self.after(self.conn)
                 except Exception as exc:  # a dead heartbeat loop would get this worker rescued
                     if is_outage(exc):
                         outage.failed(exc, interval)

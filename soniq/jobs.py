@@ -35,6 +35,29 @@ class JobContext:
     worker_id: str | None
     scheduled_at: datetime | None
     created_at: datetime | None
+    _control: Any = field(default=None, repr=False, compare=False)  # soniq.control.JobControl
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``cancel_job(id, abort=True)`` asked this job to stop (sync handlers
+        check it; async handlers are cancelled)."""
+        return self._control is not None and bool(self._control.cancel_requested)
+
+    async def set_progress(self, fraction: float, message: str | None = None) -> None:
+        """Record progress (0..1, and a short message); writes are coalesced to about ten a
+        second per job and the last value always lands. Bad fraction:
+        ``SONIQ_PROGRESS_INVALID``."""
+        if self._control is None:
+            raise SoniqError(TASK_INVALID, "set_progress works only inside a running job")
+        await self._control.set_progress(fraction, message)
+
+    async def complete(self, conn: Any, result: Any = None) -> None:
+        """Mark this job ``done`` (with ``result``) inside ``conn``'s open transaction, so it
+        is done exactly when the handler's writes commit. ``SONIQ_JOB_LOST`` when this worker
+        no longer owns the job: let it roll the transaction back."""
+        if self._control is None:
+            raise SoniqError(TASK_INVALID, "complete works only inside a running job")
+        await self._control.complete(conn, result)
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,17 @@ class Task(Generic[P, R]):
     accepts_kwargs: bool = False
     param_names: frozenset[str] = field(default_factory=frozenset)
     required_params: frozenset[str] = field(default_factory=frozenset)
+    retry_on: tuple[type[BaseException], ...] | None = None
+    no_retry_on: tuple[type[BaseException], ...] | None = None
+    expires_after: float | None = None
+
+    def retryable(self, exc: object) -> bool:
+        """False when ``exc`` (a failed attempt's exception) must not be retried."""
+        if not isinstance(exc, BaseException):
+            return True
+        if self.no_retry_on and isinstance(exc, self.no_retry_on):
+            return False
+        return self.retry_on is None or isinstance(exc, self.retry_on)
 
     @classmethod
     def create(
@@ -148,6 +182,9 @@ class Task(Generic[P, R]):
         timeout: float | None,
         unique: bool,
         validate: type[BaseModel] | None,
+        retry_on: Any = None,
+        no_retry_on: Any = None,
+        expires_after: Any = None,
     ) -> Task[P, R]:
         if not callable(fn):
             raise SoniqError(TASK_INVALID, "@app.job(...) must decorate a function")
@@ -169,6 +206,14 @@ class Task(Generic[P, R]):
             isinstance(validate, type) and issubclass(validate, BaseModel)
         ):
             raise SoniqError(TASK_INVALID, f"validate= for {task_name} must be a pydantic model")
+        if expires_after is not None and (
+            isinstance(expires_after, bool)
+            or not isinstance(expires_after, (int, float))
+            or not 0 < expires_after < float("inf")
+        ):
+            raise SoniqError(
+                TASK_INVALID, f"expires_after for {task_name} must be a number of seconds > 0"
+            )
         params = inspect.signature(fn).parameters
         context_params = _context_params(fn)
         return cls(
@@ -192,6 +237,9 @@ class Task(Generic[P, R]):
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 and n not in context_params
             ),
+            retry_on=_exception_classes(retry_on, "retry_on", task_name),
+            no_retry_on=_exception_classes(no_retry_on, "no_retry_on", task_name),
+            expires_after=None if expires_after is None else float(expires_after),
         )
 
     def check_args(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +255,25 @@ class Task(Generic[P, R]):
                 f"{_short_errors(exc)}. Fix the arguments passed to enqueue.",
             ) from None
         return model.model_dump(mode="json")
+
+
+def _exception_classes(
+    value: Any, option: str, task_name: str
+) -> tuple[type[BaseException], ...] | None:
+    """``retry_on=`` / ``no_retry_on=`` as a tuple of exception classes (one class is taken
+    as a tuple of one); anything else is refused."""
+    if value is None:
+        return None
+    items = (value,) if isinstance(value, type) else value
+    if not isinstance(items, (tuple, list)) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in items
+    ):
+        raise SoniqError(
+            TASK_INVALID,
+            f"{option} for {task_name} must be a tuple of exception classes, "
+            f"e.g. {option}=(ConnectionError, TimeoutError); got {value!r}",
+        )
+    return tuple(items)
 
 
 def check_model_args(model: type[BaseModel], args: dict[str, Any], name: str) -> dict[str, Any]:

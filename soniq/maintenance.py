@@ -55,6 +55,22 @@ async def rescue_stale(app: Soniq, acquire: Acquire | None = None) -> int:
     return len(rows)
 
 
+async def expire_queued(app: Soniq, acquire: Acquire | None = None) -> int:
+    """End queued jobs past their ``expires_at`` (cancelled, "expired"), in bounded batches;
+    a worker claiming one late skips it anyway, this keeps them from sitting queued."""
+    db = await app.database()
+    total = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        async with (acquire or db.acquire)() as conn:
+            n = await db.job_expire_queued(conn, PRUNE_BATCH)
+        total += n
+        if n < PRUNE_BATCH:
+            break
+    if total:
+        log.info("expired %d queued job(s) past their expires_at", total)
+    return total
+
+
 async def prune(app: Soniq, acquire: Acquire | None = None) -> tuple[int, int]:
     """Delete finished jobs older than ``result_ttl`` and periodic tick rows older than
     ``result_ttl`` (at least an hour), each in bounded batches, and old worker rows.
@@ -67,14 +83,17 @@ async def prune(app: Soniq, acquire: Acquire | None = None) -> tuple[int, int]:
     ticks = await _in_batches(
         app, acquire, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0)
     )
+    keys = await _in_batches(app, acquire, db.idempotency_prune, 0.0)
     async with acquire() as conn:
         workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
-    if jobs or workers or ticks:
+    if jobs or workers or ticks or keys:
         log.info(
-            "pruned %d finished jobs, %d periodic tick rows and %d stale worker rows",
+            "pruned %d finished jobs, %d periodic tick rows, %d stale worker rows and %d "
+            "idempotency keys",
             jobs,
             ticks,
             workers,
+            keys,
         )
     return jobs, workers
 
@@ -231,12 +250,17 @@ class Maintenance:
                 self.outage.ok()
 
     async def _pass(self, name: str, left: float) -> None:
+        started = time.monotonic()
         if name == "rescue":
             rescued = await asyncio.wait_for(
                 rescue_stale(self.app, self.acquire), min(RESCUE_TIMEOUT, left)
             )
             if rescued and self.on_rescued is not None:
                 self.on_rescued()
+            left = max(0.001, left - (time.monotonic() - started))
+            await asyncio.wait_for(
+                expire_queued(self.app, self.acquire), min(RESCUE_TIMEOUT, left)
+            )
         elif name == "prune":
             await asyncio.wait_for(prune(self.app, self.acquire), min(PRUNE_TIMEOUT, left))
         else:

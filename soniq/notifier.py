@@ -134,8 +134,11 @@ class Notifier:
                 )
                 conn.add_termination_listener(_setter(lost))
                 self._listening = set()
-                for channel in list(self._subs):
-                    await self._listen(conn, channel)
+                # a channel subscribed while these LISTENs run is listened to as well: the
+                # loop ends only when none is missing (no await between it and _conn)
+                while missing := [c for c in self._subs if c not in self._listening]:
+                    for channel in missing:
+                        await self._listen(conn, channel)
                 self._conn = conn
                 failures = 0
                 self.outage.ok()

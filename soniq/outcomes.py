@@ -55,7 +55,7 @@ class OutcomeRow:
     """
 
     id: uuid.UUID
-    status: str  # a JobStatus value: queued (retry, snooze) or dead_letter
+    status: str  # a JobStatus value: queued (retry, snooze), dead_letter or cancelled (abort)
     delay: float  # seconds until due again, when queued
     refund: bool  # the attempt does not count (snooze)
     error: str | None  # appended to the job's errors; None for a snooze
@@ -146,7 +146,8 @@ class Reporter:
         delay = 0.0
         if outcome.kind in (Kind.ERROR, Kind.TIMEOUT) and task is not None:
             delay = task.retry.delay_for(job.attempt)
-        decision = decide(outcome, job.attempt, job.max_attempts, delay)
+        retryable = task is None or task.retryable(outcome.result)
+        decision = decide(outcome, job.attempt, job.max_attempts, delay, retryable)
         snooze = outcome.kind is Kind.SNOOZE
         self.other.append(
             OutcomeRow(
@@ -162,7 +163,10 @@ class Reporter:
         if decision.status is JobStatus.QUEUED and decision.delay <= 0:
             self.requeue_now = True
         self.pending.set()
-        if decision.status is JobStatus.DEAD_LETTER:
+        if decision.status is JobStatus.CANCELLED:
+            log.info("job %s (%s) aborted", job.id, job.job_name)
+            self._observe(job, "aborted", duration)
+        elif decision.status is JobStatus.DEAD_LETTER:
             log.error(
                 "job %s (%s) dead-lettered (%s): %s",
                 job.id,

@@ -29,8 +29,8 @@ def parse_queries(text: str, source: str = "<text>") -> dict[str, str]:
 
 def merge_queries(files: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The queries of (file name, text) pairs with ``{_name}`` filled in by the fragment
-    ``_name`` of any file; fragments themselves left out. A name defined twice, in one file
-    or two, raises ValueError."""
+    ``_name`` of any file (also inside fragments); fragments themselves left out. A name
+    defined twice, in one file or two, raises ValueError."""
     out: dict[str, str] = {}
     where: dict[str, str] = {}
     for source, text in files:
@@ -41,8 +41,9 @@ def merge_queries(files: Iterable[tuple[str, str]]) -> dict[str, str]:
             where[name] = source
     fragments = {k: v for k, v in out.items() if k.startswith("_")}
     for name, sql in out.items():
-        for frag, frag_sql in fragments.items():
-            sql = sql.replace("{" + frag + "}", frag_sql)
+        for _ in range(4):  # fragments may include fragments, in any order
+            for frag, frag_sql in fragments.items():
+                sql = sql.replace("{" + frag + "}", frag_sql)
         out[name] = sql
     return {k: v for k, v in out.items() if not k.startswith("_")}
 

@@ -17,13 +17,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soniq import otel
 from soniq.jobs import Hook, JobContext, Snooze, Task
 from soniq.registry import Registry
 from soniq.settings import Settings
 from soniq.states import Kind, Outcome
+
+if TYPE_CHECKING:
+    from soniq.control import WorkerControl
 
 log = logging.getLogger("soniq.worker")
 
@@ -85,6 +88,7 @@ class Runner:
         self.executor = executor
         self.on_late = on_late
         self.lingering: dict[uuid.UUID, asyncio.Future[Any]] = {}
+        self.control: WorkerControl | None = None  # set by the worker (soniq.control)
 
     async def run(self, job: ClaimedJob) -> tuple[Task[Any, Any] | None, Outcome | None]:
         """(the job's task, its outcome); the outcome is None when ``on_late`` will give it."""
@@ -118,6 +122,7 @@ class Runner:
             worker_id=self.worker_id,
             scheduled_at=job.scheduled_at,
             created_at=job.created_at,
+            _control=None if self.control is None else self.control.job_control(job),
         )
 
     async def _execute(self, task: Task[Any, Any], job: ClaimedJob) -> Outcome:
@@ -207,7 +212,11 @@ class Runner:
             ok, value = await guarded()
         else:
             inner = asyncio.ensure_future(guarded())
-            done, _ = await asyncio.wait({inner}, timeout=timeout)
+            try:
+                done, _ = await asyncio.wait({inner}, timeout=timeout)
+            except asyncio.CancelledError:  # an abort (or shutdown) reaches the handler too
+                inner.cancel()
+                raise
             if not done:
                 inner.cancel()
                 await asyncio.wait({inner}, timeout=CANCEL_GRACE)

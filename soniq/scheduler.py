@@ -229,8 +229,10 @@ class Scheduler:
         if job is None:
             return None
         tick_job = job._replace(id=new_id())
+        task = self.app.registry.tasks.get(schedule.job_name)
+        expires_after = task.expires_after if task is not None else None
         claimed, job_id = await _timed(
-            db.schedule_tick_enqueue(conn, schedule.name, tick, tick_job, following)
+            db.schedule_tick_enqueue(conn, schedule.name, tick, tick_job, following, expires_after)
         )
         if job_id is not None:
             log.debug("schedule %s: tick %s -> job %s", schedule.name, tick.isoformat(), job_id)

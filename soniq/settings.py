@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     shutdown_timeout: float = 30.0
     result_ttl: float = 86400.0
     snooze_max_seconds: float = 86400.0
+    idempotency_ttl: float = 86400.0
     sync_handler_pool_size: int = 8
     pool_min_size: int = 2
     pool_max_size: int = 20
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
             "shutdown_timeout",
             "result_ttl",
             "snooze_max_seconds",
+            "idempotency_ttl",
             "sync_handler_pool_size",
             "pool_max_size",
         ]

@@ -6,8 +6,9 @@ States (``JobStatus``) and who moves a job out of each:
   A worker claims it (-> processing); an operator may cancel it (-> cancelled).
 - ``processing``: claimed by exactly one worker. That worker records the outcome through
   one guarded update ("only if still processing by me"): done, queued again (retry or
-  snooze), or dead_letter. If the worker dies, rescue puts it back to queued (or
-  dead_letter when its attempts are spent).
+  snooze), or dead_letter; cancelled ("aborted") when an abort was asked, and a job claimed
+  after its ``expires_at`` goes straight to cancelled ("expired"). If the worker dies,
+  rescue puts it back to queued (or dead_letter when its attempts are spent).
 - ``done``, ``cancelled``: final; pruned after ``result_ttl``.
 - ``dead_letter``: final until an operator retries (-> queued, same id) or deletes it;
   replay makes a new job and leaves the entry.
@@ -40,7 +41,9 @@ class JobStatus(_TextEnum):
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.CANCELLED}),
-    JobStatus.PROCESSING: frozenset({JobStatus.DONE, JobStatus.QUEUED, JobStatus.DEAD_LETTER}),
+    JobStatus.PROCESSING: frozenset(
+        {JobStatus.DONE, JobStatus.QUEUED, JobStatus.DEAD_LETTER, JobStatus.CANCELLED}
+    ),
     JobStatus.DONE: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.DEAD_LETTER: frozenset({JobStatus.QUEUED}),
@@ -58,6 +61,7 @@ class DeadReason(_TextEnum):
     MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
     TIMEOUT = "timeout"
     JOB_NOT_FOUND = "job_not_found"
+    NOT_RETRYABLE = "not_retryable"  # the exception is excluded by retry_on / no_retry_on
 
 
 class Kind(str, enum.Enum):
@@ -68,6 +72,7 @@ class Kind(str, enum.Enum):
     TIMEOUT = "timeout"
     SNOOZE = "snooze"
     NOT_FOUND = "not_found"
+    ABORTED = "aborted"  # cancel_job(abort=True) cancelled the handler
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,29 @@ class Decision:
     refund_attempt: bool = False  # snooze: the attempt does not count
 
 
-def decide(outcome: Outcome, attempt: int, max_attempts: int, retry_delay: float) -> Decision:
+def decide(
+    outcome: Outcome,
+    attempt: int,
+    max_attempts: int,
+    retry_delay: float,
+    retryable: bool = True,
+) -> Decision:
     """Map an attempt's outcome to the job's next state.
 
     ``attempt`` counts from 1 and includes the attempt that just ended;
-    ``retry_delay`` is what the retry policy gives for this attempt.
+    ``retry_delay`` is what the retry policy gives for this attempt; ``retryable=False``
+    (an error excluded by the task's retry_on / no_retry_on) dead-letters at once.
     """
     if outcome.kind is Kind.SUCCESS:
         return Decision(JobStatus.DONE)
     if outcome.kind is Kind.SNOOZE:
         return Decision(JobStatus.QUEUED, delay=outcome.snooze_seconds, refund_attempt=True)
+    if outcome.kind is Kind.ABORTED:
+        return Decision(JobStatus.CANCELLED)
     if outcome.kind is Kind.NOT_FOUND:
         return Decision(JobStatus.DEAD_LETTER, reason=DeadReason.JOB_NOT_FOUND)
+    if outcome.kind is Kind.ERROR and not retryable:
+        return Decision(JobStatus.DEAD_LETTER, reason=DeadReason.NOT_RETRYABLE)
     if attempt < max_attempts:
         return Decision(JobStatus.QUEUED, delay=retry_delay)
     reason = DeadReason.TIMEOUT if outcome.kind is Kind.TIMEOUT else DeadReason.MAX_RETRIES_EXCEEDED

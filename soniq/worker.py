@@ -28,6 +28,7 @@ from ulid import ULID
 from soniq import logs
 from soniq.aio import retry_delay, wait_event
 from soniq.connection import application_name
+from soniq.control import WorkerControl
 from soniq.db import init_connection
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.heartbeat import Heartbeat
@@ -103,6 +104,7 @@ class Worker:
         self._conn: Any = None
         self._side: list[asyncio.Task[None]] = []
         self._wakeups: Subscription | None = None
+        self.control: WorkerControl
 
     @property
     def db(self) -> Database:
@@ -139,6 +141,8 @@ class Worker:
         self.runner = Runner(
             app.registry, app.settings, self.worker_id, self.executor, self._record
         )
+        self.control = WorkerControl(self.db, self.worker_id, self._abort)
+        self.runner.control = self.control
         if self.handle_signals:
             shutdown_signals.add(self)
         try:
@@ -161,6 +165,7 @@ class Worker:
             self._register_on,
             maintain=not self.run_once,
             on_rescued=self.more_work.set,
+            after=self._after_beat,
         )
         self._side = [
             asyncio.create_task(heartbeat.run(), name="soniq-heartbeat"),
@@ -170,7 +175,9 @@ class Worker:
             queues = set(self.queues) if self.queues else None
 
             def on_notify(payload: str) -> None:  # the payload is the job's queue
-                if queues is None or payload in queues:
+                if payload[:1] == "!":  # job control (soniq.control), never a queue name
+                    self.control.on_message(payload)
+                elif queues is None or payload in queues:
                     self.more_work.set()
 
             self._wakeups = app.notifier.subscribe(self.db.channel, on_notify, self.more_work.set)
@@ -325,6 +332,8 @@ class Worker:
             rows = sorted(rows, key=lambda r: (r["priority"], r["scheduled_at"], r["id"]))
         observers = self.app.observers
         for row in rows:
+            if row["status"] == "cancelled":  # expired before it started: never run
+                continue
             job = ClaimedJob(row)
             for o in observers:
                 o.job_started(job.queue, job.job_name)
@@ -378,20 +387,48 @@ class Worker:
         outcome: Outcome | None = None
         # each job runs in its own asyncio task, so this context ends with it
         logs.set_current_job(str(job.id), job.job_name, job.queue, job.attempt)
+        control = self.control
         try:
             task, outcome = await self.runner.run(job)
         except asyncio.CancelledError:
-            outcome = None  # shutdown: the job is returned to the queue
-            raise
+            if job.id not in control.aborted or self.stop.is_set():
+                outcome = None  # shutdown: the job is returned to the queue
+                raise
+            # an abort cancelled the handler: the outcome statement ends it cancelled
+            uncancel = getattr(asyncio.current_task(), "uncancel", None)
+            if uncancel is not None:  # Python 3.11+: this task goes on, not cancelled
+                uncancel()
+            outcome = Outcome(Kind.ABORTED, error="aborted: cancel_job(abort=True)")
         except BaseException as exc:  # a bug here must not lose the job
             log.exception("internal error running job %s", job.id)
             outcome = Outcome(Kind.ERROR, error=f"internal error: {exc!r}")
         finally:
+            if control.aborted:
+                control.aborted.discard(job.id)
+            if control.progress:  # its last progress lands before its outcome
+                await control.finish(job.id, flush=outcome is not None)
             self.running.pop(job.id, None)
             self.slot_free.set()
             if outcome is not None:
                 self._record(task, job, outcome)
             self._report_in_flight()
+
+    def _abort(self, job_id: uuid.UUID, job_name: str) -> None:
+        """An abort was asked for ``job_id``: flag it (``ctx.cancel_requested``) and cancel
+        an async handler's task; a sync handler cannot be killed and sees only the flag."""
+        running = self.running.get(job_id)
+        if running is None or job_id in self.control.aborted:
+            return
+        self.control.aborted.add(job_id)
+        log.info("job %s (%s): abort requested", job_id, job_name)
+        task = self.app.registry.tasks.get(job_name)
+        if task is not None and task.is_async:
+            running.cancel()
+
+    async def _after_beat(self, conn: Any) -> None:
+        """After each heartbeat: aborts whose NOTIFY was missed (the durable fallback)."""
+        if self.running:
+            await self.control.poll_aborts(conn)
 
     def _record(self, task: Task[Any, Any] | None, job: ClaimedJob, outcome: Outcome) -> None:
         decision = self.reporter.record(task, job, outcome)

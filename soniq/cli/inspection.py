@@ -127,6 +127,16 @@ async def _inspect_job(app: Soniq, *, job_id: str, as_json: bool) -> None:
     ]
     if job.get("dedup_key"):
         fields.append(("dedup key", job["dedup_key"]))
+    if job.get("tags"):
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(job["tags"].items()))
+        fields.append(("tags", tags))
+    if job.get("progress") is not None:
+        note = f" ({job['progress_message']})" if job.get("progress_message") else ""
+        fields.append(("progress", f"{job['progress']:.0%}{note}"))
+    if job.get("expires_at") is not None:
+        fields.append(("expires", stamp(job["expires_at"])))
+    if job.get("cancel_reason"):
+        fields.append(("cancel reason", job["cancel_reason"]))
     if job["status"] is JobStatus.DEAD_LETTER:
         fields += [
             ("dead reason", job.get("dead_reason") or "max_retries_exceeded"),

@@ -27,6 +27,13 @@ def jobs() -> None:
 @click.option("--name", metavar="TASK", help="Only jobs of this task name.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--tag",
+    "tags",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="Only jobs carrying this tag (repeatable: all must match).",
+)
 def jobs_list(
     as_json: bool,
     status: str | None,
@@ -34,8 +41,15 @@ def jobs_list(
     name: str | None,
     limit: int,
     offset: int,
+    tags: tuple[str, ...],
 ) -> None:
     """Jobs, newest first."""
+    wanted: dict[str, str] = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--tag {tag!r}: use KEY=VALUE, e.g. --tag tenant=acme")
+        wanted[key] = value
 
     async def go(app: Soniq) -> None:
         if queue is not None:
@@ -51,6 +65,7 @@ def jobs_list(
             job_name=name,
             limit=limit,
             offset=offset,
+            tags=wanted or None,
         )
         if as_json:
             emit_json(rows)
@@ -105,15 +120,33 @@ def _job_command(
     return decorate
 
 
-@_job_command("cancel")
-async def jobs_cancel(app: Soniq, job_id: str, job: dict[str, Any]) -> None:
-    """Cancel a queued job (it will never run)."""
-    if await app.cancel_job(job_id):
-        click.echo(f"Cancelled job {job['id']} ({job['job_name']}).")
-        return
-    now = await app.get_job(job_id)
-    state = now["status"].value if now else "gone"
-    fail(f"job {job_id} is {state}; only queued jobs can be cancelled")
+@jobs.command("cancel")
+@common
+@click.argument("job_id", metavar="ID")
+@click.option(
+    "--abort", is_flag=True, help="Also stop the job if it is running (its worker cancels it)."
+)
+def jobs_cancel(job_id: str, abort: bool) -> None:
+    """Cancel a queued job (it will never run); with --abort, stop a running one too."""
+
+    async def go(app: Soniq) -> None:
+        job = await require_job(app, job_id)
+        was_running = job["status"] is JobStatus.PROCESSING
+        if await app.cancel_job(job_id, abort=abort):
+            if abort and was_running:
+                click.echo(
+                    f"Abort requested for running job {job['id']} ({job['job_name']}); "
+                    "it ends cancelled when its handler stops."
+                )
+            else:
+                click.echo(f"Cancelled job {job['id']} ({job['job_name']}).")
+            return
+        now = await app.get_job(job_id)
+        state = now["status"].value if now else "gone"
+        hint = "" if abort else " (use --abort to stop a running job)"
+        fail(f"job {job_id} is {state}; only queued jobs can be cancelled{hint}")
+
+    with_app(go)
 
 
 @_job_command("retry")

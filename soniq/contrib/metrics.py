@@ -156,6 +156,8 @@ class SoniqMetrics:
             self.m.failed.labels(queue, task).inc()
         elif outcome == "snoozed":
             self.m.snoozed.labels(queue, task).inc()
+        elif outcome == "aborted":
+            pass  # cancel_job(abort=True): neither a success nor a failure
         else:
             log.warning("unknown job outcome %r for %s (not counted)", outcome, task)
 

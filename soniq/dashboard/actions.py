@@ -64,7 +64,7 @@ def routes(dash: Dashboard) -> list[Route]:
             return answer(request, True, {**state, "replayed_from": job_id}, f"/jobs/{new_id}")
         calls: dict[str, Callable[[], Awaitable[bool]]] = {
             "cancel": lambda: app.cancel_job(job_id),
-            "abort": lambda: app.cancel_job(job_id, abort=True),  # type: ignore[call-arg]
+            "abort": lambda: app.cancel_job(job_id, abort=True),
             "retry": lambda: app.retry_job(job_id),
             "delete": lambda: app.delete_job(job_id),
         }

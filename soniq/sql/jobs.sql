@@ -56,27 +56,34 @@ FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb))
 -- done ids $2 with results $3, and every other outcome (retry, snooze or dead letter) as
 -- the columns $4..$10 of soniq.outcomes.OutcomeRow: id, status, delay, refund, error, reason,
 -- traceback. Only a failed attempt (error not null) appends to the job's errors.
+-- A job whose abort was asked (cancel_requested_at) ends cancelled ("aborted") whatever its
+-- outcome: the CASEs are re-evaluated on the row as locked, so an abort that commits while
+-- this statement waits is still honoured, and there is no second statement to race.
 WITH done AS (
     UPDATE {schema}.soniq_jobs AS j
-    SET status = 'done', finished_at = now(), result = r.result
+    SET status = CASE WHEN j.cancel_requested_at IS NULL THEN 'done' ELSE 'cancelled' END,
+        finished_at = now(), result = r.result, {_job_abort_reason}
     FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, result)
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
     RETURNING j.id
 ), other AS (
     UPDATE {schema}.soniq_jobs AS j
-    SET status = r.status,
+    SET status = CASE WHEN j.cancel_requested_at IS NULL THEN r.status ELSE 'cancelled' END,
+        {_job_abort_reason},
         scheduled_at = CASE WHEN r.status = 'queued'
                             THEN now() + make_interval(secs => r.delay) ELSE j.scheduled_at END,
         attempts = j.attempts - CASE WHEN r.refund THEN 1 ELSE 0 END,
-        finished_at = CASE WHEN r.status = 'queued' THEN NULL ELSE now() END,
+        finished_at = CASE WHEN r.status = 'queued' AND j.cancel_requested_at IS NULL
+                           THEN NULL ELSE now() END,
         last_error = COALESCE(r.error, j.last_error),
         errors = CASE WHEN r.error IS NULL THEN j.errors
                       ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
                           'attempt', j.attempts, 'error', r.error, 'at', now(), 'worker_id', $1,
                           'traceback', r.traceback))
                  END,
-        dead_reason = r.reason,
-        dead_lettered_at = CASE WHEN r.status = 'dead_letter' THEN now() END
+        dead_reason = CASE WHEN j.cancel_requested_at IS NULL THEN r.reason END,
+        dead_lettered_at = CASE WHEN r.status = 'dead_letter' AND j.cancel_requested_at IS NULL
+                                THEN now() END
     FROM unnest($4::uuid[], $5::text[], $6::float8[], $7::boolean[], $8::text[], $9::text[],
                 $10::text[])
          AS r(id, status, delay, refund, error, reason, traceback)
@@ -84,13 +91,23 @@ WITH done AS (
     RETURNING j.id
 )
 
+-- name: _job_abort_reason
+-- Fragment: the cancel_reason of a job ending now (its abort, if one was asked).
+cancel_reason = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'aborted' END
+
 -- name: _job_claim_set
--- Fragment: mark the rows of CTE "due" as claimed by worker $1 and return them.
+-- Fragment: mark the rows of CTE "due" as claimed by worker $1 and return them. A job past
+-- its expires_at is not started: it ends cancelled ("expired") and comes back with that
+-- status for the worker to skip (expires_at is NULL for jobs without expiry: no cost).
 UPDATE {schema}.soniq_jobs AS j
-SET status = 'processing', attempts = j.attempts + 1, started_at = now(), worker_id = $1
+SET status = CASE WHEN j.expires_at <= now() THEN 'cancelled' ELSE 'processing' END,
+    attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,
+    started_at = now(), worker_id = $1,
+    cancel_reason = CASE WHEN j.expires_at <= now() THEN 'expired' END,
+    finished_at = CASE WHEN j.expires_at <= now() THEN now() END
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at, j.trace_context
+          j.created_at, j.scheduled_at, j.trace_context, j.status
 
 -- name: job_report
 -- Record outcomes on their own (see _job_report); returns how many were taken.
@@ -129,10 +146,14 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 {_job_claim_set}
 
 -- name: _job_return
--- Fragment: give jobs of worker $1 back to the queue without spending the attempt.
+-- Fragment: give jobs of worker $1 back to the queue without spending the attempt; one
+-- whose abort was asked ends cancelled ("aborted") instead.
 UPDATE {schema}.soniq_jobs AS j
-SET status = 'queued', attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
-    started_at = NULL
+SET status = CASE WHEN j.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+    attempts = GREATEST(j.attempts - 1, 0), scheduled_at = now(),
+    started_at = NULL,
+    finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL THEN now() END,
+    {_job_abort_reason}
 WHERE j.status = 'processing' AND j.worker_id = $1
 
 -- name: job_return_many
@@ -148,13 +169,18 @@ RETURNING j.id
 
 -- name: job_rescue_stale
 -- Jobs whose worker's heartbeat is older than $1 seconds (or gone): back to the queue,
--- or dead-lettered when that was their last attempt.
+-- or dead-lettered when that was their last attempt; cancelled when an abort was asked.
 UPDATE {schema}.soniq_jobs AS j
-SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'dead_letter' ELSE 'queued' END,
+SET status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                  WHEN j.attempts >= j.max_attempts THEN 'dead_letter' ELSE 'queued' END,
     scheduled_at = now(),
-    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-    dead_reason = CASE WHEN j.attempts >= j.max_attempts THEN 'max_retries_exceeded' END,
-    dead_lettered_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+    finished_at = CASE WHEN j.attempts >= j.max_attempts OR j.cancel_requested_at IS NOT NULL
+                       THEN now() END,
+    {_job_abort_reason},
+    dead_reason = CASE WHEN j.attempts >= j.max_attempts AND j.cancel_requested_at IS NULL
+                       THEN 'max_retries_exceeded' END,
+    dead_lettered_at = CASE WHEN j.attempts >= j.max_attempts
+                                 AND j.cancel_requested_at IS NULL THEN now() END,
     last_error = 'worker ' || j.worker_id || ' stopped heartbeating while running attempt '
                  || j.attempts || ' (process killed or lost its database)',
     errors = COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
@@ -167,19 +193,28 @@ WHERE j.status = 'processing'
         AND w.heartbeat_at >= now() - make_interval(secs => $1))
 RETURNING j.id, j.status, j.worker_id
 
+-- name: _job_columns
+-- Fragment: a job as get_job returns it, from soniq_jobs AS j.
+j.id, j.job_name, j.queue, j.priority, j.args, j.status, j.attempts, j.max_attempts,
+j.created_at, j.scheduled_at, j.started_at, j.finished_at, j.last_error, j.worker_id,
+j.dedup_key, j.errors, j.dead_reason, j.dead_lettered_at, j.resurrection_count,
+j.progress, j.progress_message, j.tags, j.cancel_reason, j.expires_at
+
+-- name: _job_list_columns
+-- Fragment: a job as list_jobs returns it.
+id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
+scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key,
+dead_reason, dead_lettered_at, resurrection_count, progress, progress_message, tags,
+cancel_reason, expires_at
+
 -- name: job_get
-SELECT id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
-       scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key, errors,
-       dead_reason, dead_lettered_at, resurrection_count
-FROM {schema}.soniq_jobs WHERE id = $1
+SELECT {_job_columns} FROM {schema}.soniq_jobs AS j WHERE j.id = $1
 
 -- name: job_get_result
 SELECT status, result FROM {schema}.soniq_jobs WHERE id = $1
 
 -- name: job_list
-SELECT id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
-       scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key,
-       dead_reason, dead_lettered_at, resurrection_count
+SELECT {_job_list_columns}
 FROM {schema}.soniq_jobs
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::text IS NULL OR queue = $2)
@@ -188,16 +223,19 @@ ORDER BY id DESC
 LIMIT $4 OFFSET $5
 
 -- name: job_cancel
-UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
+UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now(),
+    cancel_reason = 'cancelled'
 WHERE id = $1 AND status = 'queued'
 RETURNING id
 
 -- name: job_cancel_matching
--- Bulk cancel: every queued or waiting job of queue $1 (if given) and task $2 (if given).
-UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now()
+-- Bulk cancel: every queued or waiting job of queue $1 (if given), task $2 (if given) and
+-- carrying every tag of the JSON object $3 (if given; on the tags index).
+UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now(), cancel_reason = 'cancelled'
 WHERE status IN ('queued', 'waiting')
   AND ($1::text IS NULL OR queue = $1)
   AND ($2::text IS NULL OR job_name = $2)
+  AND ($3::text IS NULL OR tags @> $3::jsonb)
 
 -- name: job_delete
 -- A processing job is not deleted: its worker's outcome would be dropped (abort it first).

@@ -32,7 +32,8 @@ RETURNING next_run_at, last_tick
 -- Tick $2 of schedule $1, at most once ever: the tick row's primary key (and the schedule's
 -- last tick, for pruned rows) decide; the job is inserted only if the tick row was. With a
 -- dedup key $9 the job is skipped while the previous one is still active. Moves the
--- schedule's next run to $10. One statement, so two leaders still make one job.
+-- schedule's next run to $10. One statement, so two leaders still make one job. $12: the
+-- task's expires_after (seconds from now), or NULL.
 WITH tick AS (
     INSERT INTO {schema}.soniq_periodic_ticks (schedule_name, tick, job_id)
     SELECT $1, $2, $3
@@ -42,8 +43,10 @@ WITH tick AS (
     RETURNING job_id
 ), job AS (
     INSERT INTO {schema}.soniq_jobs
-        (id, job_name, queue, priority, args, max_attempts, scheduled_at, dedup_key)
-    SELECT job_id, $4, $5, $6, $7::jsonb, $8, LEAST($2, now()), $9 FROM tick
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at, dedup_key, expires_at)
+    SELECT job_id, $4, $5, $6, $7::jsonb, $8, LEAST($2, now()), $9,
+           now() + make_interval(secs => $12::float8)
+    FROM tick
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('queued', 'processing')
     DO NOTHING
     RETURNING id, queue

@@ -84,6 +84,21 @@ async def test_every_status_change_is_a_legal_transition_and_every_one_happens(
     stop.set()
     await asyncio.wait_for(worker, 15)
 
+    # processing -> cancelled by an abort
+    aborted = await slow.enqueue(queue="abort")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_worker(queues=["abort"], shutdown_event=stop))
+
+    async def aborted_running() -> bool:
+        job = await app.get_job(aborted)
+        return job is not None and job["status"] == JobStatus.PROCESSING
+
+    await wait_for(aborted_running, message="job to abort running")
+    assert await app.cancel_job(aborted, abort=True)
+    assert (await app.wait(aborted, timeout=10))["status"] == JobStatus.CANCELLED
+    stop.set()
+    await asyncio.wait_for(worker, 15)
+
     # processing -> queued and processing -> dead_letter by rescue of a silent worker
     rescued = await slow.enqueue(queue="gone")
     spent = await slow.enqueue(queue="gone")

@@ -43,7 +43,7 @@ def test_every_state_has_transitions() -> None:
         (JobStatus.PROCESSING, JobStatus.DONE, True),
         (JobStatus.PROCESSING, JobStatus.QUEUED, True),
         (JobStatus.PROCESSING, JobStatus.DEAD_LETTER, True),
-        (JobStatus.PROCESSING, JobStatus.CANCELLED, False),
+        (JobStatus.PROCESSING, JobStatus.CANCELLED, True),  # an abort
         (JobStatus.DONE, JobStatus.QUEUED, False),
         (JobStatus.CANCELLED, JobStatus.QUEUED, False),
         (JobStatus.DEAD_LETTER, JobStatus.QUEUED, True),
@@ -86,7 +86,12 @@ def test_missing_handler_dead_letters_at_once() -> None:
 
 
 def test_dead_reasons_match_api() -> None:
-    assert {r.value for r in DeadReason} == {"max_retries_exceeded", "timeout", "job_not_found"}
+    assert {r.value for r in DeadReason} == {
+        "max_retries_exceeded",
+        "timeout",
+        "job_not_found",
+        "not_retryable",
+    }
 
 
 def test_decisions_are_legal_transitions() -> None:
