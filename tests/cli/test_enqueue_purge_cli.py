@@ -39,7 +39,24 @@ async def test_cancel_jobs_by_queue_and_name(app: Soniq) -> None:
     assert await app.cancel_jobs(queue="q1") == 0
 
 
-@pytest.mark.parametrize("filters", [{}, {"queue": ""}, {"job_name": 3}, {"tags": ["vip"]}])
+async def test_cancel_jobs_by_tags(app: Soniq) -> None:
+    vip_eu = await app.enqueue(task_ref("x.a"), args={}, tags={"tier": "vip", "region": "eu"})
+    vip_us = await app.enqueue(task_ref("x.a"), args={}, tags={"tier": "vip", "region": "us"})
+    plain = await app.enqueue(task_ref("x.a"), args={}, tags={"tier": "free"})
+    untagged = await app.enqueue(task_ref("x.b"), args={})
+    assert await app.cancel_jobs(tags={"tier": "vip", "region": "eu"}) == 1
+    assert await app.cancel_jobs(job_name="x.a", tags={"tier": "vip"}) == 1
+    states = {i: (await app.get_job(i) or {}) for i in (vip_eu, vip_us, plain, untagged)}
+    assert states[vip_eu]["status"] is JobStatus.CANCELLED
+    assert states[vip_eu]["cancel_reason"] == "cancelled"
+    assert states[vip_us]["status"] is JobStatus.CANCELLED
+    assert states[plain]["status"] is JobStatus.QUEUED
+    assert states[untagged]["status"] is JobStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    "filters", [{}, {"queue": ""}, {"job_name": 3}, {"tags": ["vip"]}, {"tags": {"k": 1}}]
+)
 async def test_cancel_jobs_refuses_what_it_cannot_do(app: Soniq, filters: dict[str, Any]) -> None:
     job = await app.enqueue(task_ref("x.a"), args={})
     with pytest.raises(SoniqError) as info:
