@@ -560,12 +560,20 @@ class Soniq:
         status: str | JobStatus | None = None,
         queue: str | None = None,
         job_name: str | None = None,
+        tags: dict[str, str] | None = None,
         limit: int = 50,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A keyset page of jobs, newest first, older than job id ``before``; returns the
-        jobs and the ``before`` of the next page (None on the last page)."""
+        """A keyset page of jobs, newest first, older than job id ``before`` (and carrying
+        every pair of ``tags``); returns the jobs and the ``before`` of the next page (None on
+        the last page)."""
         return await browse.page_jobs(
-            self, before=before, status=status, queue=queue, job_name=job_name, limit=limit
+            self,
+            before=before,
+            status=status,
+            queue=queue,
+            job_name=job_name,
+            tags=tags,
+            limit=limit,
         )
 
     async def list_dead_letters_page(

@@ -6,10 +6,12 @@ letters, per-minute finished/failed counts, the jobs running now and a batch sta
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from soniq.db import parse_uuid
+from soniq.enqueue import check_tags
 from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.states import JobStatus
 
@@ -65,13 +67,20 @@ async def page_jobs(
     status: str | JobStatus | None = None,
     queue: str | None = None,
     job_name: str | None = None,
+    tags: dict[str, str] | None = None,
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of jobs, newest first, older than the job id ``before``; and the cursor of
-    the next page (None on the last)."""
+    """One page of jobs, newest first, older than the job id ``before``, carrying every pair
+    of ``tags``; and the cursor of the next page (None on the last)."""
     db = await app.database()
+    tags_json = json.dumps(check_tags(tags), sort_keys=True) if tags else None
     rows = await db.job_page(
-        _cursor(before), _status(status), queue or None, job_name or None, _limit(limit) + 1
+        _cursor(before),
+        _status(status),
+        queue or None,
+        job_name or None,
+        _limit(limit) + 1,
+        tags_json,
     )
     jobs = [_job_dict(r) for r in rows[:limit]]
     return jobs, (jobs[-1]["id"] if len(rows) > limit else None)

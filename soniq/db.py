@@ -556,8 +556,11 @@ class Database:
         queue: str | None,
         job_name: str | None,
         limit: int,
+        tags: str | None = None,
     ) -> list[Row]:
-        return await self._fetch_custom_plan("job_page", before, status, queue, job_name, limit)
+        return await self._fetch_custom_plan(
+            "job_page", before, status, queue, job_name, limit, tags
+        )
 
     async def dead_letter_page(
         self, before: uuid.UUID | None, job_name: str | None, limit: int

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from soniq.dashboard.auth import COOKIE
-from soniq.errors import SoniqError
+from soniq.errors import ENQUEUE_INVALID, SoniqError
 from soniq.states import JobStatus
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def routes(dash: Dashboard) -> list[Route]:
 
     async def jobs(request: Request) -> Response:
         q = request.query_params
-        filters = {k: q.get(k) or None for k in ("status", "queue", "task")}
+        filters = {k: q.get(k) or None for k in ("status", "queue", "task", "tag")}
         error = None
         try:
             rows, after = await app.list_jobs_page(
@@ -128,6 +128,7 @@ def routes(dash: Dashboard) -> list[Route]:
                 status=filters["status"],
                 queue=filters["queue"],
                 job_name=filters["task"],
+                tags=_tag_filter(filters["tag"]),
                 limit=PAGE,
             )
         except SoniqError as exc:
@@ -253,3 +254,13 @@ def routes(dash: Dashboard) -> list[Route]:
         Route("/logout", logout, methods=["POST"]),
         Route("/events", events),
     ]
+
+
+def _tag_filter(value: str | None) -> dict[str, str] | None:
+    """The jobs page's ``tag=KEY=VALUE`` as a tags filter (or a clear error)."""
+    if not value:
+        return None
+    key, sep, tag = value.partition("=")
+    if not sep or not key:
+        raise SoniqError(ENQUEUE_INVALID, f"tag filter {value!r}: write it KEY=VALUE")
+    return {key: tag}

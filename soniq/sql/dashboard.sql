@@ -6,12 +6,13 @@
 -- name: job_page
 SELECT id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
        scheduled_at, started_at, finished_at, last_error, worker_id, dead_reason,
-       dead_lettered_at, resurrection_count
+       dead_lettered_at, resurrection_count, tags
 FROM {schema}.soniq_jobs
 WHERE ($1::uuid IS NULL OR id < $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR queue = $3)
   AND ($4::text IS NULL OR job_name = $4)
+  AND ($6::text IS NULL OR tags @> $6::jsonb)
 ORDER BY id DESC
 LIMIT $5
 

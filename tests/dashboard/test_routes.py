@@ -70,6 +70,11 @@ async def test_pages_show_the_jobs(app: Soniq) -> None:
         assert missing.status_code == 404
         bad = await c.get("/jobs?status=exploded", headers=AUTH)
         assert bad.status_code == 400 and "unknown status" in bad.text
+        vip = await app.enqueue("dash.ok", args={"n": 3}, tags={"tier": "vip"})
+        tagged = (await c.get("/jobs?tag=tier%3Dvip", headers=AUTH)).text
+        assert f'href="/jobs/{vip}"' in tagged and h.done not in tagged
+        bad = await c.get("/jobs?tag=novalue", headers=AUTH)
+        assert bad.status_code == 400 and "KEY=VALUE" in bad.text
 
 
 async def test_token_in_url_is_ignored(app: Soniq) -> None:
