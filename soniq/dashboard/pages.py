@@ -202,9 +202,11 @@ def routes(dash: Dashboard) -> list[Route]:
         return dash.render(request, "workflows.html", workflows=items, page="workflows")
 
     async def webhooks(request: Request) -> Response:
-        lister = getattr(app, "list_webhooks", None)
-        items = await lister() if callable(lister) else None
-        return dash.render(request, "webhooks.html", webhooks=items, page="webhooks")
+        items = await app.webhooks.list()
+        recent = await app.webhooks.deliveries(limit=PAGE) if items else []
+        return dash.render(
+            request, "webhooks.html", webhooks=items, deliveries=recent, page="webhooks"
+        )
 
     async def login(request: Request) -> Response:
         base = request.scope.get("root_path", "").rstrip("/")

@@ -66,6 +66,22 @@ async def test_pages_show_the_jobs(app: Soniq) -> None:
         assert "Succeeded per minute" in overview and "<rect" in overview
         assert "does not have workflows yet" in (await c.get("/workflows", headers=AUTH)).text
         assert "No webhooks configured" in (await c.get("/webhooks", headers=AUTH)).text
+        hook = await app.webhooks.add("http://127.0.0.1:9/hook?a=1&b=<x>", events=["job.failed"])
+        hooks = (await c.get("/webhooks", headers=AUTH)).text
+        assert hook["id"] in hooks and "job.failed" in hooks and "No deliveries yet" in hooks
+        assert "b=&lt;x&gt;" in hooks and hook["secret"] not in hooks
+        async with app.backend.acquire() as conn:  # one attempt, as the delivery task records it
+            await conn.execute(
+                f'INSERT INTO "{app.schema}".soniq_webhook_deliveries (webhook_id, message_id, '
+                "job_id, event, attempt, status_code, error, duration) "
+                "VALUES ($1::uuid, $2::uuid, $2::uuid, 'job.failed', 2, 500, '<b>boom</b>', 0.25)",
+                hook["id"],
+                h.dead,
+            )
+        hooks = (await c.get("/webhooks", headers=AUTH)).text
+        assert f'href="/jobs/{h.dead}"' in hooks and "&lt;b&gt;boom&lt;/b&gt;" in hooks
+        assert "0.250 s" in hooks and ">500<" in hooks
+        assert await app.webhooks.remove(hook["id"])
         missing = await c.get("/jobs/00000000-0000-0000-0000-000000000000", headers=AUTH)
         assert missing.status_code == 404
         bad = await c.get("/jobs?status=exploded", headers=AUTH)
