@@ -47,6 +47,7 @@ class WorkerProcess:
     profile: Path | None = None
     concurrency: int = CONCURRENCY
     tag: str = ""  # tells apart the logs of several workers on one schema
+    extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
     rss: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes)
@@ -64,6 +65,7 @@ class WorkerProcess:
             SONIQ_JOBS_MODULES="benchmarks.jobs",
             PYTHONPATH=os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p),
         )
+        env.update(self.extra_env)
         cmd = [*soniq_command(), "worker", "--concurrency", str(self.concurrency)]
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.log_path = RESULTS / f"worker-{self.schema}{self.tag}.log"

@@ -57,6 +57,13 @@ def unavailable(url: str, exc: BaseException) -> SoniqError:
             "password in SONIQ_DATABASE_URL (or --database-url), and that pg_hba.conf lets "
             "this user connect to this database."
         )
+    elif isinstance(exc, asyncpg.TooManyConnectionsError):
+        message = (
+            f"PostgreSQL at {where} has no free connection slot: {exc}. Fix: lower "
+            "SONIQ_POOL_MAX_SIZE / SONIQ_POOL_MIN_SIZE or the number of processes (a worker "
+            "holds 3 connections of its own plus its pool; see docs/scaling.md), or raise the "
+            "server's max_connections (or put PgBouncer in front of enqueuing apps)."
+        )
     elif isinstance(exc, asyncpg.InvalidCatalogNameError):
         message = (
             f"the database at {where} does not exist: {exc}. Fix: run `soniq setup` "

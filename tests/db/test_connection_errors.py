@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from soniq import Soniq, SoniqError
@@ -32,6 +33,19 @@ async def test_an_unknown_user_reads_as_a_refused_login(pg_url: str) -> None:
     assert "refused the login" in err.message and "password" in err.message
     assert "secret" not in str(err)
     assert "start the server" not in err.message
+
+
+async def test_no_free_connection_slot_names_the_budget(pg_url: str) -> None:
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute("DROP ROLE IF EXISTS soniq_full_18")
+        await admin.execute("CREATE ROLE soniq_full_18 LOGIN PASSWORD 'secret' CONNECTION LIMIT 0")
+        err = await _error(_with(pg_url, user="soniq_full_18"))
+    finally:
+        await admin.execute("DROP ROLE IF EXISTS soniq_full_18")
+        await admin.close()
+    assert "no free connection slot" in err.message and "max_connections" in err.message
+    assert "start the server" not in err.message and "secret" not in str(err)
 
 
 async def test_a_missing_database_names_soniq_setup(pg_url: str) -> None:
