@@ -107,7 +107,7 @@ SET status = CASE WHEN j.expires_at <= now() THEN 'cancelled' ELSE 'processing' 
     finished_at = CASE WHEN j.expires_at <= now() THEN now() END
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at, j.trace_context, j.status
+          j.created_at, j.scheduled_at, j.trace_context, j.status, j.parent_results
 
 -- name: job_report
 -- Record outcomes on their own (see _job_report); returns how many were taken.
@@ -198,7 +198,9 @@ RETURNING j.id, j.status, j.worker_id
 j.id, j.job_name, j.queue, j.priority, j.args, j.status, j.attempts, j.max_attempts,
 j.created_at, j.scheduled_at, j.started_at, j.finished_at, j.last_error, j.worker_id,
 j.dedup_key, j.errors, j.dead_reason, j.dead_lettered_at, j.resurrection_count,
-j.progress, j.progress_message, j.tags, j.cancel_reason, j.expires_at
+j.progress, j.progress_message, j.tags, j.cancel_reason, j.expires_at,
+j.workflow_id, j.step, ARRAY(SELECT d.parent_id::text FROM {schema}.soniq_job_deps AS d
+                             WHERE d.child_id = j.id ORDER BY d.parent_id) AS after
 
 -- name: _job_list_columns
 -- Fragment: a job as list_jobs returns it.
@@ -225,7 +227,7 @@ LIMIT $4 OFFSET $5
 -- name: job_cancel
 UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now(),
     cancel_reason = 'cancelled'
-WHERE id = $1 AND status = 'queued'
+WHERE id = $1 AND status IN ('queued', 'waiting')
 RETURNING id
 
 -- name: job_cancel_matching
