@@ -90,7 +90,7 @@ SELECT * FROM (
                 ELSE 'done' END AS status
     FROM {schema}.soniq_workflows AS w
     CROSS JOIN LATERAL (
-        SELECT count(*) AS steps, max(c.finished_at) AS finished_at,
+        SELECT COALESCE(sum(c.n), 0) AS steps, max(c.finished_at) AS finished_at,
                sum(c.n) FILTER (WHERE c.status IN ('waiting', 'queued', 'processing')) AS active,
                jsonb_object_agg(c.status, c.n) AS counts
         FROM (SELECT status, count(*) AS n, max(finished_at) AS finished_at
