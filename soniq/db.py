@@ -585,7 +585,7 @@ class Database:
         """Insert jobs with parents in one statement (see ``job_insert_dag``); ``params`` are
         its parameters $1..$14 (the wake-up channel is added here)."""
         c = conn if conn is not None else self.pool
-        return await c.fetchrow(self.q["job_insert_dag"], *params, self.channel)  # type: ignore[no-any-return]
+        return await c.fetchrow(self.q["job_insert_dag"], *params, self.channel)
 
     async def job_existing(self, ids: list[uuid.UUID]) -> set[str]:
         rows = await self.pool.fetch(self.q["job_existing"], ids)

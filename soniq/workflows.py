@@ -45,7 +45,9 @@ def parse_after(after: Any) -> list[str]:
     Malformed ids or more than ``MAX_PARENTS`` parents: ``SONIQ_ENQUEUE_INVALID``."""
     items = [after] if isinstance(after, (str, uuid.UUID, Step)) else after
     if not isinstance(items, Iterable) or isinstance(items, (bytes, dict)):
-        raise SoniqError(ENQUEUE_INVALID, f"after= takes a job id or a list of job ids, got {after!r}")
+        raise SoniqError(
+            ENQUEUE_INVALID, f"after= takes a job id or a list of job ids, got {after!r}"
+        )
     out: dict[str, None] = {}
     for item in items:
         if isinstance(item, Step):
@@ -149,7 +151,9 @@ class Workflow:
 
     def __init__(self, app: Soniq, name: str | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
-            raise SoniqError(ENQUEUE_INVALID, f"workflow name must be a non-empty string, got {name!r}")
+            raise SoniqError(
+                ENQUEUE_INVALID, f"workflow name must be a non-empty string, got {name!r}"
+            )
         self.app = app
         self.name = name
         self.id = new_id()

@@ -21,8 +21,8 @@ async def jobs_table(app: Soniq) -> list[Any]:
     async with app.backend.acquire() as conn:
         return list(
             await conn.fetch(
-                f'SELECT id, status, has_dependents, pending_parents FROM "{app.schema}".soniq_jobs '
-                "ORDER BY id"
+                "SELECT id, status, has_dependents, pending_parents "
+                f'FROM "{app.schema}".soniq_jobs ORDER BY id'
             )
         )
 
@@ -90,11 +90,11 @@ async def test_retry_keeps_children_waiting(app: Soniq) -> None:
     child = await app.enqueue("c", after=parent)
     async with app.backend.acquire() as conn:  # a failed attempt puts the parent back to queued
         await conn.execute(
-            f'UPDATE "{app.schema}".soniq_jobs SET status = \'processing\' WHERE id = $1',
+            f"UPDATE \"{app.schema}\".soniq_jobs SET status = 'processing' WHERE id = $1",
             uuid.UUID(parent),
         )
         await conn.execute(
-            f'UPDATE "{app.schema}".soniq_jobs SET status = \'queued\' WHERE id = $1',
+            f"UPDATE \"{app.schema}\".soniq_jobs SET status = 'queued' WHERE id = $1",
             uuid.UUID(parent),
         )
     assert await status(app, child) == JobStatus.WAITING
@@ -152,8 +152,12 @@ async def test_bad_parents_write_nothing(app: Soniq, after: Any) -> None:
     parent = await app.enqueue("p")
     before = await jobs_table(app)
     with pytest.raises(SoniqError) as err:
-        await app.enqueue("c", after=[parent, *after] if isinstance(after, list) and after
-                          and len(after) == 1 else after)
+        await app.enqueue(
+            "c",
+            after=[parent, *after]
+            if isinstance(after, list) and after and len(after) == 1
+            else after,
+        )
     assert err.value.error_code == "SONIQ_ENQUEUE_INVALID"
     assert await jobs_table(app) == before
 

@@ -82,7 +82,7 @@ async def test_failed_step_fails_workflow_and_cancels_rest(app: Soniq) -> None:
     await wf.enqueue()
     async with app.backend.acquire() as conn:  # the independent step is not run here
         await conn.execute(
-            f'UPDATE "{app.schema}".soniq_jobs SET status = \'done\' WHERE step = \'independent\''
+            f"UPDATE \"{app.schema}\".soniq_jobs SET status = 'done' WHERE step = 'independent'"
         )
     await app.run_worker(run_once=True)
     got = await app.get_workflow(wf.id)

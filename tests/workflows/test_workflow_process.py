@@ -57,7 +57,8 @@ async def test_fan_in_released_once_when_parents_end_together_on_two_workers(
     start(procs, cli_env, "--concurrency", "50")
     start(procs, cli_env, "--concurrency", "50")
     await wait_for(
-        lambda: scalar(app, "SELECT count(*) = 2 FROM {s}.soniq_workers"), timeout=30,
+        lambda: scalar(app, "SELECT count(*) = 2 FROM {s}.soniq_workers"),
+        timeout=30,
         message="two workers up",
     )
     at = time.time() + 3.0  # every parent returns at this instant
@@ -67,19 +68,24 @@ async def test_fan_in_released_once_when_parents_end_together_on_two_workers(
         b = await app.enqueue("finish_at", at=at, value=1000)
         joins.append(await app.enqueue("join", after=[a, b]))
     await wait_for(
-        lambda: scalar(app, "SELECT count(*) = $1 FROM {s}.soniq_jobs "
-                       "WHERE job_name = 'join' AND status = 'done'", pairs),
-        timeout=60, message="every join done",
+        lambda: scalar(
+            app,
+            "SELECT count(*) = $1 FROM {s}.soniq_jobs WHERE job_name = 'join' AND status = 'done'",
+            pairs,
+        ),
+        timeout=60,
+        message="every join done",
     )
     # the parents really ran on both workers
-    assert await scalar(
-        app, "SELECT count(DISTINCT worker_id) FROM {s}.soniq_jobs WHERE job_name = 'finish_at'"
-    ) == 2
+    assert (
+        await scalar(
+            app, "SELECT count(DISTINCT worker_id) FROM {s}.soniq_jobs WHERE job_name = 'finish_at'"
+        )
+        == 2
+    )
     assert await scalar(app, "SELECT count(*) FROM {s}.test_effects") == pairs
     assert await scalar(app, "SELECT count(DISTINCT job_id) FROM {s}.test_effects") == pairs
-    assert await scalar(
-        app, "SELECT count(*) FROM {s}.soniq_jobs WHERE pending_parents <> 0"
-    ) == 0
+    assert await scalar(app, "SELECT count(*) FROM {s}.soniq_jobs WHERE pending_parents <> 0") == 0
     for i, jid in enumerate(joins):
         assert await app.get_result(jid) == i + 1000
 
@@ -96,9 +102,11 @@ async def test_parent_worker_sigkilled_child_waits_then_runs_once(
     assert job is not None and job["status"] == "waiting"
     start(procs, cli_env)  # rescues the parent and runs it again
     await wait_for(
-        lambda: scalar(app, "SELECT status = 'done' FROM {s}.soniq_jobs WHERE id = $1",
-                       uuid.UUID(child)),
-        timeout=60, message="the child done",
+        lambda: scalar(
+            app, "SELECT status = 'done' FROM {s}.soniq_jobs WHERE id = $1", uuid.UUID(child)
+        ),
+        timeout=60,
+        message="the child done",
     )
     parent_job = await app.get_job(parent)
     assert parent_job is not None and parent_job["attempts"] == 2
