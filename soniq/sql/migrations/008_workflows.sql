@@ -31,10 +31,14 @@ CREATE TABLE IF NOT EXISTS {schema}.soniq_job_deps (
 );
 CREATE INDEX IF NOT EXISTS soniq_job_deps_child_idx ON {schema}.soniq_job_deps (child_id);
 
+-- status/finished_at are written once, when the workflow's last step ends (the trigger
+-- below); get_workflow derives the live status from the steps.
 CREATE TABLE IF NOT EXISTS {schema}.soniq_workflows (
-    id         uuid PRIMARY KEY,
-    name       text,
-    created_at timestamptz NOT NULL DEFAULT now()
+    id          uuid PRIMARY KEY,
+    name        text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    status      text,
+    finished_at timestamptz
 );
 
 -- A parent reached a final status: `done` counts it for each waiting child (the last one
@@ -103,3 +107,67 @@ CREATE TRIGGER soniq_jobs_release_children_deleted
     FOR EACH ROW
     WHEN (OLD.has_dependents AND OLD.status NOT IN ('done', 'dead_letter', 'cancelled'))
     EXECUTE FUNCTION {schema}.soniq_release_children();
+
+-- The one place where a workflow's end is detected: a step reached a final status. The
+-- workflow's row is locked first, and the look for unfinished steps runs after the lock (a
+-- fresh snapshot per statement), so of two last steps ending at once in two transactions the
+-- second sees the first's commit: the end is recorded, and its webhook event
+-- (workflow.succeeded / workflow.failed) written, exactly once. Jobs outside workflows pay
+-- nothing (WHEN). Events go to subscriptions without task/queue filters, as delivery jobs
+-- like the job events of migration 006.
+CREATE OR REPLACE FUNCTION {schema}.soniq_workflow_end() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    ev text;
+    wf record;
+    n integer;
+BEGIN
+    PERFORM 1 FROM {schema}.soniq_workflows
+    WHERE id = NEW.workflow_id AND finished_at IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM {schema}.soniq_jobs WHERE workflow_id = NEW.workflow_id
+               AND status IN ('waiting', 'queued', 'processing')) THEN
+        RETURN NULL;
+    END IF;
+    SELECT CASE WHEN bool_or(status = 'dead_letter') THEN 'failed'
+                WHEN bool_or(status = 'cancelled') THEN 'cancelled' ELSE 'done' END
+    INTO st FROM {schema}.soniq_jobs WHERE workflow_id = NEW.workflow_id;
+    UPDATE {schema}.soniq_workflows SET status = st, finished_at = now()
+    WHERE id = NEW.workflow_id RETURNING * INTO wf;
+    ev := CASE st WHEN 'done' THEN 'workflow.succeeded' WHEN 'failed' THEN 'workflow.failed' END;
+    IF ev IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO {schema}.soniq_jobs (id, job_name, queue, args, max_attempts)
+    SELECT
+        encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING
+            substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+            FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid,
+        'soniq.webhooks.deliver', 'soniq.webhooks',
+        jsonb_build_object(
+            'webhook', w.id, 'event', ev,
+            'at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'job', jsonb_build_object('id', wf.id, 'name', wf.name, 'status', wf.status,
+                                      'created_at', wf.created_at,
+                                      'finished_at', wf.finished_at)),
+        w.max_attempts
+    FROM {schema}.soniq_webhooks AS w
+    WHERE ev = ANY (w.events) AND w.tasks IS NULL AND w.queues IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('soniq_' || TG_TABLE_SCHEMA, 'soniq.webhooks');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS soniq_jobs_workflow_end ON {schema}.soniq_jobs;
+CREATE TRIGGER soniq_jobs_workflow_end
+    AFTER UPDATE ON {schema}.soniq_jobs
+    FOR EACH ROW
+    WHEN (NEW.workflow_id IS NOT NULL AND OLD.status IS DISTINCT FROM NEW.status
+          AND NEW.status IN ('done', 'dead_letter', 'cancelled'))
+    EXECUTE FUNCTION {schema}.soniq_workflow_end();
