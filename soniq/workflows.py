@@ -110,6 +110,12 @@ class _Dag:
         self, app: Soniq, connection: Conn | None, wf_id: str | None, wf_name: str | None
     ) -> dict[str, str]:
         """Write everything in one statement; the status each new job got, by id."""
+        if app.testing is not None:
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                f"after= and workflows need the database: Soniq(testing={app.testing!r}) "
+                "does not run them; test them against PostgreSQL",
+            )
         db = await app.database()
         if connection is not None:
             connection = await as_asyncpg(connection)

@@ -150,3 +150,10 @@ async def test_thousand_step_workflow_is_fast(app: Soniq) -> None:
     assert elapsed < 1.0, elapsed
     stats = await app.get_queue_stats()
     assert (stats["queued"], stats["waiting"]) == (1, 999)
+
+
+async def test_testing_modes_refuse_after_clearly() -> None:
+    app = Soniq(testing="inline", enqueue_validation="none")
+    with pytest.raises(SoniqError) as err:
+        await app.enqueue("x", after=str(uuid.uuid4()))
+    assert err.value.error_code == "SONIQ_ENQUEUE_INVALID" and "need the database" in str(err.value)
