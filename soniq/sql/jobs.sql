@@ -207,7 +207,7 @@ j.workflow_id, j.step, ARRAY(SELECT d.parent_id::text FROM {schema}.soniq_job_de
 id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
 scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key,
 dead_reason, dead_lettered_at, resurrection_count, progress, progress_message, tags,
-cancel_reason, expires_at
+cancel_reason, expires_at, workflow_id, step
 
 -- name: job_get
 SELECT {_job_columns} FROM {schema}.soniq_jobs AS j WHERE j.id = $1
