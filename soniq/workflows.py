@@ -195,7 +195,16 @@ class Workflow:
                 ENQUEUE_INVALID,
                 f"workflow already has a step named {step_name!r}: give name= a unique value",
             )
-        items = [after] if isinstance(after, (str, uuid.UUID, Step)) else list(after)
+        if after is None:
+            after = ()
+        if isinstance(after, (str, uuid.UUID, Step)):
+            items = [after]
+        elif isinstance(after, (list, tuple, set, frozenset)):
+            items = list(after)
+        else:
+            raise SoniqError(
+                ENQUEUE_INVALID, f"after= takes steps or job ids (or a list of them), got {after!r}"
+            )
         parents: dict[str, tuple[str, str, bool]] = {}
         for item in items:
             if isinstance(item, Step):
