@@ -179,3 +179,31 @@ async def test_parent_results_reach_the_handler(app: Soniq) -> None:
     await app.run_worker(run_once=True)
     assert seen == {a: 10, b: 20}
     assert await app.get_result(c) == 30
+
+
+async def test_snoozed_and_retried_parent_keeps_child_waiting(app: Soniq) -> None:
+    from soniq import Snooze
+
+    seen: list[str] = []
+    child_id: list[str] = []
+
+    @app.job(name="moody", retries=2, retry_delay=0)
+    async def moody(ctx: JobContext) -> Snooze | str:
+        job = await app.get_job(child_id[0])
+        seen.append(str(job["status"]) if job else "?")
+        if len(seen) == 1:
+            return Snooze(0)  # back to queued, no attempt spent
+        if len(seen) == 2:
+            raise RuntimeError("fails once")  # back to queued for a retry
+        return "finally"
+
+    @app.job(name="after_moody")
+    async def after_moody(ctx: JobContext) -> dict[str, Any]:
+        return ctx.parent_results
+
+    parent = await app.enqueue(moody)
+    child_id.append(await app.enqueue(after_moody, after=parent))
+    await app.run_worker(run_once=True, queues=["default"])
+    assert seen == ["waiting", "waiting", "waiting"]
+    assert await app.get_result(parent) == "finally"
+    assert await app.get_result(child_id[0]) == {parent: "finally"}
