@@ -207,3 +207,37 @@ async def test_snoozed_and_retried_parent_keeps_child_waiting(app: Soniq) -> Non
     assert seen == ["waiting", "waiting", "waiting"]
     assert await app.get_result(parent) == "finally"
     assert await app.get_result(child_id[0]) == {parent: "finally"}
+
+
+async def test_enqueue_racing_the_parents_end_never_strands_the_child(app: Soniq) -> None:
+    """Both orders of the race: the child's statement and the parent's outcome serialise on
+    the parent's row, and the later one sees the earlier one's commit."""
+    import asyncio
+
+    table = f'"{app.schema}".soniq_jobs'
+    db = await app.database()
+    # 1. the parent's outcome is open when the child is enqueued
+    parent = await app.enqueue("p")
+    async with db.acquire() as c1:
+        tx = c1.transaction()
+        await tx.start()
+        await c1.execute(f"UPDATE {table} SET status = 'done' WHERE id = $1", uuid.UUID(parent))
+        child = asyncio.ensure_future(app.enqueue("c", after=parent))
+        await asyncio.sleep(0.2)
+        assert not child.done()  # waits on the parent's row
+        await tx.commit()
+        assert await status(app, await asyncio.wait_for(child, 10)) == JobStatus.QUEUED
+    # 2. the child's enqueue is open (caller's transaction) when the parent ends
+    parent = await app.enqueue("p")
+    async with db.acquire() as c1, db.acquire() as c2:
+        tx = c1.transaction()
+        await tx.start()
+        child_id = await app.enqueue("c", after=parent, connection=c1)
+        ending = asyncio.ensure_future(
+            c2.execute(f"UPDATE {table} SET status = 'done' WHERE id = $1", uuid.UUID(parent))
+        )
+        await asyncio.sleep(0.2)
+        assert not ending.done()
+        await tx.commit()
+        await asyncio.wait_for(ending, 10)
+    assert await status(app, child_id) == JobStatus.QUEUED
