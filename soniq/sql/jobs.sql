@@ -285,11 +285,17 @@ SELECT COALESCE(dead_reason, 'max_retries_exceeded') AS reason, count(*) AS n
 FROM {schema}.soniq_jobs WHERE status = 'dead_letter' GROUP BY 1
 
 -- name: job_prune_finished
--- Finished jobs older than $1 seconds, at most $2 per call.
-DELETE FROM {schema}.soniq_jobs
-WHERE id IN (SELECT id FROM {schema}.soniq_jobs
-             WHERE status IN ('done', 'cancelled')
-               AND finished_at < now() - make_interval(secs => $1)
-             ORDER BY finished_at
-             LIMIT $2)
-RETURNING id
+-- Finished jobs older than $1 seconds, at most $2 per call, and the edges to their parents
+-- (soniq_job_deps, on its child index; a job without parents has none).
+WITH gone AS (
+    DELETE FROM {schema}.soniq_jobs
+    WHERE id IN (SELECT id FROM {schema}.soniq_jobs
+                 WHERE status IN ('done', 'cancelled')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at
+                 LIMIT $2)
+    RETURNING id
+), edges AS (
+    DELETE FROM {schema}.soniq_job_deps WHERE child_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone

@@ -241,3 +241,17 @@ async def test_enqueue_racing_the_parents_end_never_strands_the_child(app: Soniq
         await tx.commit()
         await asyncio.wait_for(ending, 10)
     assert await status(app, child_id) == JobStatus.QUEUED
+
+
+async def test_pruning_a_finished_child_drops_its_edges(app: Soniq) -> None:
+    from soniq import maintenance
+
+    parent = await app.enqueue("p")
+    child = await app.enqueue("c", after=parent)
+    await finish(app, parent, "done", 1)
+    await finish(app, child, "done", 2)
+    app.settings.result_ttl = 0
+    assert (await maintenance.prune(app))[0] == 2
+    async with app.backend.acquire() as conn:
+        edges = await conn.fetchval(f'SELECT count(*) FROM "{app.schema}".soniq_job_deps')
+    assert edges == 0
