@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, dashboard, drain, enqueue, scale, wait, webhooks
+from benchmarks import ceiling, dashboard, drain, enqueue, scale, wait, webhooks, workflows
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -32,7 +32,7 @@ DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency", "wait")
 # long (minutes): only when named with --only
-OPTIONAL = ("dashboard", "scale", "webhooks")
+OPTIONAL = ("dashboard", "scale", "webhooks", "workflows")
 
 
 async def database_url(given: str | None) -> str:
@@ -164,6 +164,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
         off, on = await webhooks.webhooks(url, counts["webhooks"])
         judge(on, off, 0.50, "the same drain without")
         show(off, on)
+
+    if "workflows" in groups:
+        fan = await workflows.fan_out_fan_in(url, counts.get("workflow_children", 1000))
+        show(fan)
+        print(f"  {fan.key}: {fan.extra}", flush=True)
 
     if "scale" in groups:
         scaled = await scale.scale(url, counts["scale"], (counts["scale_many"], 4))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import browse, control, migrate, otel
+from soniq import browse, control, migrate, otel, workflows
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -303,9 +303,11 @@ class Soniq:
         tags: dict[str, str] | None = None,
         expires_at: datetime | timedelta | float | None = None,
         idempotency_key: str | None = None,
+        after: Any = None,
         **kwargs: Any,
     ) -> str:
-        """Enqueue one job; returns its id. With ``connection=``, inside that transaction."""
+        """Enqueue one job; returns its id. With ``connection=``, inside that transaction.
+        With ``after=`` (a job id or a list), it waits for those jobs (docs/workflows.md)."""
         job = new_job(
             self.registry,
             self._settings,
@@ -318,6 +320,16 @@ class Soniq:
             dedup_key,
         )
         task = self.registry.tasks.get(job.job_name)
+        if after is not None:  # continuations (soniq.workflows)
+            if dedup_key is not None or tags is not None or expires_at is not None or (
+                idempotency_key is not None
+            ):
+                raise SoniqError(
+                    ENQUEUE_INVALID,
+                    "after= cannot be combined with dedup_key, tags, expires_at or "
+                    "idempotency_key in this version",
+                )
+            return await workflows.enqueue_after(self, job, after, connection)
         if (
             tags is None
             and expires_at is None
@@ -402,10 +414,10 @@ class Soniq:
         job = dict(row)
         job["id"] = str(job["id"])
         job["status"] = JobStatus(job["status"])
-        # workflows (API.md Part 2) are not built yet: their keys are present, empty
-        job.setdefault("workflow_id", None)
+        wf = job.get("workflow_id")
+        job["workflow_id"] = None if wf is None else str(wf)
         job.setdefault("step", None)
-        job.setdefault("after", [])
+        job["after"] = list(job.get("after") or [])
         return job
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -609,3 +621,30 @@ class Soniq:
         check_cancel_filters(queue, job_name, tags)
         tags_json = None if tags is None else json.dumps(check_tags(tags), sort_keys=True)
         return await (await self.database()).job_cancel_matching(queue, job_name, tags_json)
+
+    # -- continuations and workflows (soniq.workflows, docs/workflows.md) ----------------------
+
+    async def continue_with(
+        self, parent_id: str, target: Any, *, args: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """``enqueue(target, after=parent_id, ...)``: runs once the parent is done."""
+        return await self.enqueue(target, args=args, after=parent_id, **kwargs)
+
+    def workflow(self, name: str | None = None) -> workflows.Workflow:
+        """A new, empty workflow: ``wf.add(...)`` steps, then ``await wf.enqueue()``."""
+        return workflows.Workflow(self, name)
+
+    async def get_workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """The workflow with its status (derived from its steps) and its steps, or None."""
+        return await workflows.get_workflow(self, workflow_id)
+
+    async def cancel_workflow(self, workflow_id: str, *, abort: bool = False) -> int:
+        """Cancel every waiting or queued step (``abort=True``: ask running ones to stop);
+        returns how many steps this moved to ``cancelled``."""
+        return await workflows.cancel_workflow(self, workflow_id, abort)
+
+    async def list_workflows(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Workflows, newest first, with step counts (CLI ``workflows list``, dashboard)."""
+        return await workflows.list_workflows(self, status=status, limit=limit)

@@ -579,6 +579,32 @@ class Database:
         )
 
 
+    # -- continuations and workflows (soniq/sql/workflows.sql) -----------------------------
+
+    async def job_insert_dag(self, conn: Conn | None, params: Sequence[Any]) -> Row:
+        """Insert jobs with parents in one statement (see ``job_insert_dag``); ``params`` are
+        its parameters $1..$14 (the wake-up channel is added here)."""
+        c = conn if conn is not None else self.pool
+        return await c.fetchrow(self.q["job_insert_dag"], *params, self.channel)
+
+    async def job_existing(self, ids: list[uuid.UUID]) -> set[str]:
+        rows = await self.pool.fetch(self.q["job_existing"], ids)
+        return {r[0] for r in rows}
+
+    async def workflow_get(self, wf_id: uuid.UUID) -> Row | None:
+        return await self.pool.fetchrow(self.q["workflow_get"], wf_id)
+
+    async def workflow_steps(self, wf_id: uuid.UUID) -> list[Row]:
+        return await self.pool.fetch(self.q["workflow_steps"], wf_id)  # type: ignore[no-any-return]
+
+    async def workflow_list(self, status: str | None, limit: int) -> list[Row]:
+        return await self.pool.fetch(self.q["workflow_list"], status, limit)  # type: ignore[no-any-return]
+
+    async def workflow_cancel(self, wf_id: uuid.UUID, abort: bool) -> int:
+        row = await self.pool.fetchrow(self.q["workflow_cancel"], wf_id, abort, self.channel)
+        return int(row["cancelled"])
+
+
 # -- enqueue on a DB-API connection (psycopg 3, Django): the same named queries ---------------
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")

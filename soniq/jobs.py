@@ -36,6 +36,9 @@ class JobContext:
     scheduled_at: datetime | None
     created_at: datetime | None
     _control: Any = field(default=None, repr=False, compare=False)  # soniq.control.JobControl
+    parent_results: dict[str, Any] = field(default_factory=dict)
+    """Each parent's result (``after=``/workflows), keyed by the parent's step name when it
+    has one, else by its job id; ``{}`` for a job without parents."""
 
     @property
     def cancel_requested(self) -> bool:

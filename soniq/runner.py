@@ -47,6 +47,7 @@ class ClaimedJob:
         "id",
         "job_name",
         "max_attempts",
+        "parent_results",
         "queue",
         "scheduled_at",
         "started",
@@ -64,6 +65,7 @@ class ClaimedJob:
         self.created_at = row["created_at"]
         self.started = time.monotonic()
         self.trace_context = row.get("trace_context")  # W3C context stored at enqueue (otel)
+        self.parent_results = row.get("parent_results")  # copied in by the parents (workflows)
 
 
 class Runner:
@@ -123,6 +125,7 @@ class Runner:
             scheduled_at=job.scheduled_at,
             created_at=job.created_at,
             _control=None if self.control is None else self.control.job_control(job),
+            parent_results=dict(job.parent_results or {}),
         )
 
     async def _execute(self, task: Task[Any, Any], job: ClaimedJob) -> Outcome:

@@ -9,6 +9,9 @@ States (``JobStatus``) and who moves a job out of each:
   snooze), or dead_letter; cancelled ("aborted") when an abort was asked, and a job claimed
   after its ``expires_at`` goes straight to cancelled ("expired"). If the worker dies,
   rescue puts it back to queued (or dead_letter when its attempts are spent).
+- ``waiting``: enqueued with ``after=``; never claimed. Its last parent's ``done`` makes it
+  queued, a parent's ``dead_letter``/``cancelled`` cancels it (the database does both, in the
+  transaction that records the parent's outcome: migration 008).
 - ``done``, ``cancelled``: final; pruned after ``result_ttl``.
 - ``dead_letter``: final until an operator retries (-> queued, same id) or deletes it;
   replay makes a new job and leaves the entry.
@@ -37,6 +40,7 @@ class JobStatus(_TextEnum):
     DONE = "done"
     CANCELLED = "cancelled"
     DEAD_LETTER = "dead_letter"
+    WAITING = "waiting"  # enqueued with after=: its parents have not all finished
 
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -47,6 +51,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.DONE: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.DEAD_LETTER: frozenset({JobStatus.QUEUED}),
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
 }
 
 

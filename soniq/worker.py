@@ -268,7 +268,9 @@ class Worker:
                     log.warning("claim failed (%s); retrying in %.1fs", exc, delay, exc_info=True)
                 await self._sleep(delay)
                 continue
-            if batch.requeue_now:
+            if batch.requeue_now or (self.run_once and len(batch)):
+                # run_once: outcomes just recorded may have released waiting children
+                # (workflows), which this claim could not see: look once more
                 self.more_work.set()
             if claimed == free:
                 continue  # there may be more: claim again while slots are free

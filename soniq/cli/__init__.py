@@ -20,6 +20,7 @@ from soniq.cli import (  # noqa: F401  (imported to register their commands)
     status,
     tasks,
     webhooks,
+    workflows,
 )
 from soniq.cli.base import cli, main
 

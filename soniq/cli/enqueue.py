@@ -9,7 +9,7 @@ import click
 
 from soniq.app import Soniq
 from soniq.cli.apps import _quiet_logging, load_apps, run, with_app
-from soniq.cli.base import cli, common, current_config, fail, json_option
+from soniq.cli.base import cli, common, current_config, json_option
 from soniq.cli.render import emit_json
 from soniq.errors import JOBS_MODULES_MISSING, SoniqError
 
@@ -48,7 +48,12 @@ def _owner(apps: list[Soniq], name: str) -> Soniq:
 @click.option(
     "--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than this."
 )
-@click.option("--after", metavar="ID", help="Run after job ID has finished (workflows).")
+@click.option(
+    "--after",
+    metavar="ID",
+    multiple=True,
+    help="Wait until job ID is done (repeat for several parents); cancelled if it fails.",
+)
 @click.option(
     "--no-validate",
     is_flag=True,
@@ -61,7 +66,7 @@ def enqueue(
     queue: str | None,
     priority: int | None,
     delay: float | None,
-    after: str | None,
+    after: tuple[str, ...],
     no_validate: bool,
 ) -> None:
     """Enqueue a job of task NAME and print its id.
@@ -70,16 +75,14 @@ def enqueue(
     modules (SONIQ_JOBS_MODULES or --jobs-modules) register; --no-validate skips them.
     """
     args = _parse_args(raw_args)
-    if after is not None:
-        fail(
-            "--after needs workflows (enqueue(after=...)), which this version of soniq does "
-            "not have yet; enqueue the job once job ID has finished instead",
-            code=2,
-        )
-
     async def go(app: Soniq) -> None:
         job_id = await app.enqueue(
-            name, args=args, queue=queue, priority=priority, scheduled_at=delay
+            name,
+            args=args,
+            queue=queue,
+            priority=priority,
+            scheduled_at=delay,
+            after=list(after) or None,
         )
         if as_json:
             emit_json({"id": job_id, "job_name": name})

@@ -107,7 +107,7 @@ SET status = CASE WHEN j.expires_at <= now() THEN 'cancelled' ELSE 'processing' 
     finished_at = CASE WHEN j.expires_at <= now() THEN now() END
 FROM due WHERE j.id = due.id
 RETURNING j.id, j.job_name, j.queue, j.priority, j.args, j.attempts, j.max_attempts,
-          j.created_at, j.scheduled_at, j.trace_context, j.status
+          j.created_at, j.scheduled_at, j.trace_context, j.status, j.parent_results
 
 -- name: job_report
 -- Record outcomes on their own (see _job_report); returns how many were taken.
@@ -198,14 +198,16 @@ RETURNING j.id, j.status, j.worker_id
 j.id, j.job_name, j.queue, j.priority, j.args, j.status, j.attempts, j.max_attempts,
 j.created_at, j.scheduled_at, j.started_at, j.finished_at, j.last_error, j.worker_id,
 j.dedup_key, j.errors, j.dead_reason, j.dead_lettered_at, j.resurrection_count,
-j.progress, j.progress_message, j.tags, j.cancel_reason, j.expires_at
+j.progress, j.progress_message, j.tags, j.cancel_reason, j.expires_at,
+j.workflow_id, j.step, ARRAY(SELECT d.parent_id::text FROM {schema}.soniq_job_deps AS d
+                             WHERE d.child_id = j.id ORDER BY d.parent_id) AS after
 
 -- name: _job_list_columns
 -- Fragment: a job as list_jobs returns it.
 id, job_name, queue, priority, args, status, attempts, max_attempts, created_at,
 scheduled_at, started_at, finished_at, last_error, worker_id, dedup_key,
 dead_reason, dead_lettered_at, resurrection_count, progress, progress_message, tags,
-cancel_reason, expires_at
+cancel_reason, expires_at, workflow_id, step
 
 -- name: job_get
 SELECT {_job_columns} FROM {schema}.soniq_jobs AS j WHERE j.id = $1
@@ -225,7 +227,7 @@ LIMIT $4 OFFSET $5
 -- name: job_cancel
 UPDATE {schema}.soniq_jobs SET status = 'cancelled', finished_at = now(),
     cancel_reason = 'cancelled'
-WHERE id = $1 AND status = 'queued'
+WHERE id = $1 AND status IN ('queued', 'waiting')
 RETURNING id
 
 -- name: job_cancel_matching
@@ -283,11 +285,17 @@ SELECT COALESCE(dead_reason, 'max_retries_exceeded') AS reason, count(*) AS n
 FROM {schema}.soniq_jobs WHERE status = 'dead_letter' GROUP BY 1
 
 -- name: job_prune_finished
--- Finished jobs older than $1 seconds, at most $2 per call.
-DELETE FROM {schema}.soniq_jobs
-WHERE id IN (SELECT id FROM {schema}.soniq_jobs
-             WHERE status IN ('done', 'cancelled')
-               AND finished_at < now() - make_interval(secs => $1)
-             ORDER BY finished_at
-             LIMIT $2)
-RETURNING id
+-- Finished jobs older than $1 seconds, at most $2 per call, and the edges to their parents
+-- (soniq_job_deps, on its child index; a job without parents has none).
+WITH gone AS (
+    DELETE FROM {schema}.soniq_jobs
+    WHERE id IN (SELECT id FROM {schema}.soniq_jobs
+                 WHERE status IN ('done', 'cancelled')
+                   AND finished_at < now() - make_interval(secs => $1)
+                 ORDER BY finished_at
+                 LIMIT $2)
+    RETURNING id
+), edges AS (
+    DELETE FROM {schema}.soniq_job_deps WHERE child_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone

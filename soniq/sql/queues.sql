@@ -13,6 +13,7 @@ SELECT queue,
        count(*) FILTER (WHERE status = 'done') AS done,
        count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
        count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE status = 'waiting') AS waiting,
        {_oldest_queued_age}
 FROM {schema}.soniq_jobs
 GROUP BY queue

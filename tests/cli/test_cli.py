@@ -306,6 +306,7 @@ async def test_setup_creates_a_missing_database(pg_url, schema_name):
                 "done": 0,
                 "dead_letter": 0,
                 "cancelled": 0,
+                "waiting": 0,
             }
         finally:
             await app.close()

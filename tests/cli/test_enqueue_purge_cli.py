@@ -92,12 +92,19 @@ async def test_enqueue_by_name_checks_like_app_enqueue(app: Soniq, cli_env: dict
         (["no.such.task"], 1, "no task named 'no.such.task'"),
         (["cli.add", "--args", "[1, 2]"], 2, "JSON object"),
         (["cli.add", "--args", "{nope"], 2, "not JSON"),
-        (["cli.add", "--args", '{"x": 1, "y": 2}', "--after", job_id], 2, "workflows"),
+        (["cli.add", "--args", '{"x": 1, "y": 2}', "--after", "nope"], 1, "is not a job id"),
     ]:
         result = await asyncio.to_thread(run_soniq, env, "enqueue", *args)
         assert result.returncode == code, (args, result.stdout, result.stderr)
         assert words in result.stderr, (args, result.stderr)
     assert (await app.get_queue_stats())["total"] == before  # nothing written
+
+    child = await asyncio.to_thread(
+        run_soniq, env, "enqueue", "cli.add", "--args", '{"x": 1, "y": 2}', "--after", job_id
+    )
+    assert child.returncode == 0, child.stderr
+    waiting = await app.get_job(child.stdout.strip()) or {}
+    assert waiting["status"] is JobStatus.WAITING and waiting["after"] == [job_id]
 
     no_modules = await asyncio.to_thread(run_soniq, cli_env, "enqueue", "cli.add")
     assert no_modules.returncode == 2 and "--no-validate" in no_modules.stderr

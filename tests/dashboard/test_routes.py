@@ -9,7 +9,7 @@ import re
 import pytest
 from markupsafe import escape
 
-from soniq import Soniq
+from soniq import Soniq, task_ref
 from soniq.dashboard.auth import COOKIE
 from tests.dashboard.helpers import AUTH, TOKEN, XSS, client, csrf_of, history
 
@@ -64,7 +64,12 @@ async def test_pages_show_the_jobs(app: Soniq) -> None:
         overview = (await c.get("/", headers=AUTH)).text
         assert re.search(r'data-queue="critical".*?data-count="dead_letter">2<', overview, re.S)
         assert "Succeeded per minute" in overview and "<rect" in overview
-        assert "does not have workflows yet" in (await c.get("/workflows", headers=AUTH)).text
+        assert "No workflows have been started" in (await c.get("/workflows", headers=AUTH)).text
+        wf = app.workflow(name="wf-<b>")
+        wf.add(task_ref("x.step"))
+        await wf.enqueue()
+        listed = (await c.get("/workflows", headers=AUTH)).text
+        assert wf.id in listed and "wf-&lt;b&gt;" in listed and "queued</a> 1" in listed
         assert "No webhooks configured" in (await c.get("/webhooks", headers=AUTH)).text
         hook = await app.webhooks.add("http://127.0.0.1:9/hook?a=1&b=<x>", events=["job.failed"])
         hooks = (await c.get("/webhooks", headers=AUTH)).text

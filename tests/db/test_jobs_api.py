@@ -56,6 +56,7 @@ async def one_in_each_state(app: Soniq) -> dict[str, str]:
     await force(app, ids["processing"], status="processing", attempts=1, worker_id="w1")
     await force(app, ids["done"], status="done", attempts=1, finished_at=ago(0))
     await force(app, ids["cancelled"], status="cancelled", finished_at=ago(0))
+    await force(app, ids["waiting"], status="waiting")
     await force(
         app, ids["dead_letter"], status="dead_letter", attempts=4, dead_reason="timeout",
         dead_lettered_at=ago(0), last_error="too slow",
@@ -255,14 +256,18 @@ async def test_retried_dead_job_runs_again(app: Soniq) -> None:
 async def test_queue_stats_exact_keys(app: Soniq) -> None:
     empty = await app.get_queue_stats()
     assert empty == {
-        "total": 0, "queued": 0, "processing": 0, "done": 0, "dead_letter": 0, "cancelled": 0
+        "total": 0, "queued": 0, "processing": 0, "done": 0, "dead_letter": 0, "cancelled": 0,
+        "waiting": 0,
     }  # fmt: skip
     await one_in_each_state(app)
     await app.enqueue(task_ref("t.more"))
     stats = await app.get_queue_stats()
-    assert set(stats) == {"total", "queued", "processing", "done", "dead_letter", "cancelled"}
+    assert set(stats) == {
+        "total", "queued", "processing", "done", "dead_letter", "cancelled", "waiting"
+    }  # fmt: skip
     assert stats == {
-        "total": 6, "queued": 2, "processing": 1, "done": 1, "dead_letter": 1, "cancelled": 1
+        "total": 7, "queued": 2, "processing": 1, "done": 1, "dead_letter": 1, "cancelled": 1,
+        "waiting": 1,
     }  # fmt: skip
 
 

@@ -65,6 +65,9 @@ async def test_every_status_change_is_a_legal_transition_and_every_one_happens(
     cancelled = await ok.enqueue()
     assert await app.cancel_job(cancelled)  # queued -> cancelled
     await app.enqueue(ok, scheduled_at=3600)  # stays queued: the worker skips it
+    parent = await ok.enqueue()
+    await app.enqueue(ok, after=parent)  # waiting -> queued (its parent done)
+    await app.enqueue(ok, after=dead)  # waiting -> cancelled (its parent dead-lettered)
     # run only the due jobs so far (the cancelled one is never claimed)
     await app.run_worker(run_once=True, queues=["default"])
     assert (await app.get_job(dead) or {})["status"] == JobStatus.DEAD_LETTER

@@ -23,6 +23,7 @@ def test_status_values_match_api() -> None:
         "done",
         "cancelled",
         "dead_letter",
+        "waiting",
     }
     assert JobStatus("queued") is JobStatus.QUEUED
     assert JobStatus.DEAD_LETTER == "dead_letter"  # a str enum

@@ -172,11 +172,53 @@ async def test_filters_by_event_task_and_queue(app: Soniq) -> None:
     ])  # fmt: skip
 
 
-@pytest.mark.xfail(reason="workflows (issue 12) not built", strict=True)
 async def test_workflow_events_fire_once_per_workflow_end(app: Soniq) -> None:
-    hook = await app.webhooks.add("https://example.com/", events=["workflow.succeeded"])
-    assert hook["events"] == ["workflow.succeeded"]
-    assert hasattr(app, "workflow"), "workflows (issue 12) not built"
+    """The two last steps of a workflow end in two transactions at once: one event."""
+    import asyncio
+    import uuid
+
+    hook = await app.webhooks.add(
+        "https://example.com/", events=["workflow.succeeded", "workflow.failed"]
+    )
+    assert hook["events"] == ["workflow.succeeded", "workflow.failed"]
+    wf = app.workflow(name="two")
+    a, b = wf.add(task_ref("t.a")), wf.add(task_ref("t.b"))
+    await wf.enqueue()
+    table = f'"{app.schema}".soniq_jobs'
+    db = await app.database()
+    async with db.acquire() as c1, db.acquire() as c2:
+        t1, t2 = c1.transaction(), c2.transaction()
+        await t1.start()
+        await t2.start()
+        await c1.execute(f"UPDATE {table} SET status = 'done' WHERE id = $1", uuid.UUID(a.id))
+        second = asyncio.ensure_future(
+            c2.execute(f"UPDATE {table} SET status = 'done' WHERE id = $1", uuid.UUID(b.id))
+        )
+        await asyncio.sleep(0.2)  # the second waits on the workflow's row lock
+        assert not second.done()
+        await t1.commit()
+        await asyncio.wait_for(second, 10)
+        await t2.commit()
+        events = await c1.fetch(
+            f"SELECT args->>'event' AS event, args->'job'->>'id' AS wf FROM {table} "
+            "WHERE queue = 'soniq.webhooks' AND args->>'event' LIKE 'workflow.%'"
+        )
+    assert [(e["event"], e["wf"]) for e in events] == [("workflow.succeeded", wf.id)]
+    got = await app.get_workflow(wf.id)
+    assert got is not None and got["status"] == "done"
+
+    failing = app.workflow()
+    x = failing.add(task_ref("t.x"))
+    failing.add(task_ref("t.y"), after=[x])
+    await failing.enqueue()
+    async with db.acquire() as c:
+        await c.execute(f"UPDATE {table} SET status = 'dead_letter' WHERE id = $1", uuid.UUID(x.id))
+        failed = await c.fetchval(
+            f"SELECT count(*) FROM {table} WHERE args->>'event' = 'workflow.failed' "
+            "AND args->'job'->>'id' = $1",
+            failing.id,
+        )
+    assert failed == 1
 
 
 async def test_concurrent_add_and_remove_keep_the_trigger_in_step(app: Soniq) -> None:
