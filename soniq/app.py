@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import browse, control, migrate, otel
+from soniq import browse, control, flow, migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -470,8 +470,9 @@ class Soniq:
         return {"total": sum(stats.values()), **stats}
 
     async def list_queues(self) -> list[dict[str, Any]]:
+        """Per queue: counts by status, ``oldest_queued_age``, ``paused``, ``paused_at``."""
         rows = await (await self.database()).queue_stats()
-        return [dict(r) for r in rows]
+        return await flow.list_queues(self, [dict(r) for r in rows])
 
     async def list_workers(self) -> list[dict[str, Any]]:
         rows = await (await self.database()).worker_list(self.settings.heartbeat_timeout)
@@ -609,3 +610,14 @@ class Soniq:
         check_cancel_filters(queue, job_name, tags)
         tags_json = None if tags is None else json.dumps(check_tags(tags), sort_keys=True)
         return await (await self.database()).job_cancel_matching(queue, job_name, tags_json)
+
+    # -- flow control (issue 13) ---------------------------------------------------------------
+
+    async def pause_queue(self, name: str) -> bool:
+        """Stop every worker from starting jobs of queue ``name`` (within 1 s; running jobs
+        finish, enqueueing still works). True if it was running, False if already paused."""
+        return await flow.pause_queue(self, name)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let workers start jobs of queue ``name`` again. True if it was paused."""
+        return await flow.resume_queue(self, name)

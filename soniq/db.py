@@ -224,24 +224,39 @@ class Database:
 
     # -- worker hot path -------------------------------------------------------------------
 
-    def claim_query(self, limit: int, queues: Sequence[str] | None) -> str:
-        """The report-and-claim statement for ``limit`` jobs (one cached text per limit)."""
-        key = ("job_report_and_claim_queues" if queues else "job_report_and_claim", limit)
+    def claim_query(self, limit: int, queues: Sequence[str] | None, exclude: bool = False) -> str:
+        """The report-and-claim statement for ``limit`` jobs (one cached text per limit).
+        ``exclude``: the variant that leaves out paused queues (an extra parameter $11)."""
+        if queues:
+            name = "job_report_and_claim_queues"
+        else:
+            name = "job_report_and_claim_except" if exclude else "job_report_and_claim"
+        key = (name, limit)
         text = self._claim_texts.get(key)
         if text is None:
-            text = self.q[key[0]].replace("{limit}", str(int(limit)))
+            text = self.q[name].replace("{limit}", str(int(limit)))
             self._claim_texts[key] = text
         return text
 
     async def job_report_and_claim(
-        self, conn: Conn, worker_id: str, limit: int, queues: Sequence[str] | None, batch: Batch
+        self,
+        conn: Conn,
+        worker_id: str,
+        limit: int,
+        queues: Sequence[str] | None,
+        batch: Batch,
+        paused: Sequence[str] = (),
     ) -> list[Row]:
-        """Record ``batch`` and claim up to ``limit`` jobs, in one statement."""
-        sql = self.claim_query(limit, queues)
+        """Record ``batch`` and claim up to ``limit`` jobs, in one statement; ``paused``
+        queues are left out (the plain statement when there are none)."""
         args = _report_args(worker_id, batch)
         if queues:
+            sql = self.claim_query(limit, queues)
             return await conn.fetch(sql, *args, list(queues))  # type: ignore[no-any-return]
-        return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+        if paused:
+            sql = self.claim_query(limit, None, exclude=True)
+            return await conn.fetch(sql, *args, list(paused))  # type: ignore[no-any-return]
+        return await conn.fetch(self.claim_query(limit, None), *args)  # type: ignore[no-any-return]
 
     async def job_report(self, conn: Conn, worker_id: str, batch: Batch) -> int:
         """Record ``batch`` on its own (no claim); returns how many the guard let through."""
@@ -268,6 +283,20 @@ class Database:
     async def job_prune_finished(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["job_prune_finished"], float(older_than), limit)
         return len(rows)
+
+    # -- flow control: paused queues ---------------------------------------------------------
+
+    async def queue_pause(self, queue: str) -> bool:
+        row = await self.pool.fetchrow(self.q["queue_pause"], queue, self.channel)
+        return bool(row["changed"])
+
+    async def queue_resume(self, queue: str) -> bool:
+        row = await self.pool.fetchrow(self.q["queue_resume"], queue, self.channel)
+        return bool(row["changed"])
+
+    async def queue_paused_list(self, conn: Conn | None = None) -> list[Row]:
+        runner = conn if conn is not None else self.pool
+        return await runner.fetch(self.q["queue_paused_list"])  # type: ignore[no-any-return]
 
     # -- management ------------------------------------------------------------------------
 
