@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import browse, control, flow, migrate, otel
+from soniq import browse, control, flow, limits, migrate, otel
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -191,6 +191,8 @@ class Soniq:
         retry_on: tuple[type[BaseException], ...] | None = None,
         no_retry_on: tuple[type[BaseException], ...] | None = None,
         expires_after: float | None = None,
+        max_concurrency: int | None = None,
+        max_concurrency_per_key: int | None = None,
     ) -> Callable[[F], F]: ...
 
     def job(
@@ -213,6 +215,8 @@ class Soniq:
         retry_on: tuple[type[BaseException], ...] | None = None,
         no_retry_on: tuple[type[BaseException], ...] | None = None,
         expires_after: float | None = None,
+        max_concurrency: int | None = None,
+        max_concurrency_per_key: int | None = None,
     ) -> F | Callable[[F], F]:
         """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
         Used bare (``@app.job``) or called (``@app.job(...)``)."""
@@ -241,6 +245,7 @@ class Soniq:
                 no_retry_on=no_retry_on,
                 expires_after=expires_after,
             )
+            limits.apply(task, max_concurrency, max_concurrency_per_key)
             self.registry.add_task(task)
             return attach(fn, task, self)  # type: ignore[return-value]
 
@@ -303,6 +308,7 @@ class Soniq:
         tags: dict[str, str] | None = None,
         expires_at: datetime | timedelta | float | None = None,
         idempotency_key: str | None = None,
+        concurrency_key: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction."""
@@ -318,6 +324,16 @@ class Soniq:
             dedup_key,
         )
         task = self.registry.tasks.get(job.job_name)
+        limit = limits.job_limit(task, job.job_name, concurrency_key)
+        if limit is not None:  # flow control: insert and mark the job in one transaction
+            ext = job_extras(self._settings, task, job, tags, expires_at, idempotency_key)
+
+            async def insert(conn: Conn) -> list[str]:
+                if ext is None:
+                    return [await self.enqueue_job(job, connection=conn)]
+                return [await control.insert_ext(self, await self.database(), job, ext, conn)]
+
+            return (await limits.enqueue_limited(self, limit, [job.id], connection, insert))[0]
         if (
             tags is None
             and expires_at is None
@@ -362,13 +378,26 @@ class Soniq:
         priority: int | None = None,
         scheduled_at: datetime | timedelta | float | None = None,
         connection: Conn | None = None,
+        concurrency_key: str | None = None,
     ) -> list[str]:
-        """Enqueue many jobs of one task in one statement; ids in input order; all or nothing."""
+        """Enqueue many jobs of one task in one statement; ids in input order; all or nothing.
+        ``concurrency_key``: the key every job shares (tasks with max_concurrency_per_key)."""
         jobs = new_jobs(
             self.registry, self._settings, target, args_list, queue, priority, scheduled_at
         )
         if jobs is None:
             return []
+        limit = limits.job_limit(
+            self.registry.tasks.get(jobs.job_name), jobs.job_name, concurrency_key
+        )
+        if limit is not None:  # flow control: insert and mark the jobs in one transaction
+            plain = jobs
+
+            async def insert_many(conn: Conn) -> list[str]:
+                await (await self.database()).job_insert_many(conn, plain)
+                return plain.ids
+
+            return await limits.enqueue_limited(self, limit, jobs.ids, connection, insert_many)
         db = self._connector.current() or await self._connector.database()
         if connection is not None:
             connection = await as_asyncpg(connection)

@@ -298,6 +298,46 @@ class Database:
         runner = conn if conn is not None else self.pool
         return await runner.fetch(self.q["queue_paused_list"])  # type: ignore[no-any-return]
 
+    # -- flow control: concurrency limits (soniq/limits.py) ----------------------------------
+
+    def claim_limited_query(self, limit: int) -> str:
+        key = ("job_claim_limited", limit)
+        text = self._claim_texts.get(key)
+        if text is None:
+            text = self.q["job_claim_limited"].replace("{limit}", str(int(limit)))
+            self._claim_texts[key] = text
+        return text
+
+    async def job_claim_limited(
+        self,
+        conn: Conn,
+        worker_id: str,
+        limit: int,
+        scopes: Sequence[str],
+        queues: Sequence[str] | None,
+        paused: Sequence[str],
+    ) -> list[Row]:
+        """Claim up to ``limit`` jobs, admitting limited ones against their counter rows."""
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.claim_limited_query(limit),
+            worker_id,
+            list(scopes),
+            list(queues) if queues else None,
+            list(paused),
+        )
+
+    async def limit_ensure(self, conn: Conn, scope: str, key: str, max_: int) -> None:
+        await conn.execute(self.q["limit_ensure"], scope, key, max_)
+
+    async def job_set_limit(self, conn: Conn, ids: Sequence[str], scope: str, key: str) -> None:
+        await conn.execute(self.q["job_set_limit"], [uuid.UUID(i) for i in ids], scope, key)
+
+    async def limit_sync_max(self, conn: Conn, scopes: Sequence[str], maxes: Sequence[int]) -> None:
+        await conn.execute(self.q["limit_sync_max"], list(scopes), list(maxes))
+
+    async def limit_list(self) -> list[Row]:
+        return await self.pool.fetch(self.q["limit_list"])  # type: ignore[no-any-return]
+
     # -- management ------------------------------------------------------------------------
 
     async def job_get(self, job_id: uuid.UUID) -> Row | None:

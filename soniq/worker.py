@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from ulid import ULID
 
-from soniq import logs
+from soniq import limits, logs
 from soniq.aio import retry_delay, wait_event
 from soniq.connection import application_name
 from soniq.control import WorkerControl
@@ -107,6 +107,9 @@ class Worker:
         self._wakeups: Subscription | None = None
         self.control: WorkerControl
         self.paused = PausedSet()  # flow control: queues left out of the claim
+        # flow control: counter-row scopes of the limited tasks this worker runs
+        self.limit_scopes, self._limit_maxes = limits.registry_scopes(app.registry.tasks)
+        self._limits_synced = False
 
     @property
     def db(self) -> Database:
@@ -338,13 +341,22 @@ class Worker:
             self.paused.stale = True  # no notifier: read the paused set every claim
         await self.paused.refresh(self.db, conn)
         queues, paused = self.paused.claim_queues(self.queues)
-        if queues == []:  # every queue of this worker is paused: outcomes only
+        if queues == [] or self.limit_scopes:  # outcomes first, in their own statement
             if len(batch):
                 await self.db.job_report(conn, self.worker_id, batch)
-            return 0
-        rows = await self.db.job_report_and_claim(
-            conn, self.worker_id, limit, queues, batch, paused
-        )
+            if queues == []:  # every queue of this worker is paused
+                return 0
+        if self.limit_scopes:
+            if not self._limits_synced:  # this worker's decorators set each limit's max
+                await self.db.limit_sync_max(conn, self.limit_scopes, self._limit_maxes)
+                self._limits_synced = True
+            rows = await self.db.job_claim_limited(
+                conn, self.worker_id, limit, self.limit_scopes, queues, paused
+            )
+        else:
+            rows = await self.db.job_report_and_claim(
+                conn, self.worker_id, limit, queues, batch, paused
+            )
         if not rows:
             return 0
         if len(rows) > 1:
