@@ -36,3 +36,21 @@ async def _run(ctx: JobContext, key: str | None, delay: float) -> None:
 async def tick(ctx: JobContext, delay: float = 0.02, key: str | None = None) -> None:
     """Record the run's start and end (database clock)."""
     await _run(ctx, key, delay)
+
+
+@app.job(name="capped", max_concurrency=3, retries=0)
+async def capped(ctx: JobContext, delay: float = 0.02) -> None:
+    """At most 3 at once across the fleet."""
+    await _run(ctx, None, delay)
+
+
+@app.job(name="lane", max_concurrency_per_key=1, retries=0)
+async def lane(ctx: JobContext, key: str, delay: float = 0.02) -> None:
+    """One at a time per key."""
+    await _run(ctx, key, delay)
+
+
+@app.job(name="capped_hang", max_concurrency=2, retries=3)
+async def capped_hang(ctx: JobContext, seconds: float = 60.0) -> None:
+    """First attempt hangs (to be killed), later ones finish."""
+    await _run(ctx, None, seconds if ctx.attempt == 1 else 0.0)
