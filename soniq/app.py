@@ -325,8 +325,10 @@ class Soniq:
         )
         task = self.registry.tasks.get(job.job_name)
         limit = limits.job_limit(task, job.job_name, concurrency_key)
-        if limit is not None:  # flow control: insert and mark the job in one transaction
+        if limit is not None:  # flow control: the job counts against its limit's counter row
             ext = job_extras(self._settings, task, job, tags, expires_at, idempotency_key)
+            if ext is None and job.dedup_key is None and not otel.active():
+                return await limits.insert_one(self, job, limit, connection)
 
             async def insert(conn: Conn) -> list[str]:
                 if ext is None:
@@ -390,14 +392,8 @@ class Soniq:
         limit = limits.job_limit(
             self.registry.tasks.get(jobs.job_name), jobs.job_name, concurrency_key
         )
-        if limit is not None:  # flow control: insert and mark the jobs in one transaction
-            plain = jobs
-
-            async def insert_many(conn: Conn) -> list[str]:
-                await (await self.database()).job_insert_many(conn, plain)
-                return plain.ids
-
-            return await limits.enqueue_limited(self, limit, jobs.ids, connection, insert_many)
+        if limit is not None:  # flow control: the jobs count against their limit's counter row
+            return await limits.insert_many(self, jobs, limit, connection)
         db = self._connector.current() or await self._connector.database()
         if connection is not None:
             connection = await as_asyncpg(connection)

@@ -326,6 +326,21 @@ class Database:
             list(paused),
         )
 
+    async def job_insert_limited(self, conn: Conn | None, job: Any, limit: Any) -> None:
+        """Insert ``job`` (no dedup key) counting against ``limit`` (soniq.limits.Limit)."""
+        await (conn if conn is not None else self.pool).fetchval(
+            self.q["job_insert_limited"], *job.columns(), job.scheduled_at, self.channel,
+            limit.scope, limit.key, limit.max,
+        )  # fmt: skip
+
+    async def job_insert_many_limited(self, conn: Conn | None, jobs: Any, limit: Any) -> None:
+        """``job_insert_many``, every job counting against ``limit``."""
+        await (conn if conn is not None else self.pool).execute(
+            self.q["job_insert_many_limited"], "{" + ",".join(jobs.ids) + "}", jobs.job_name,
+            jobs.queue, jobs.priority, jobs.args, jobs.max_attempts, jobs.scheduled_at,
+            self.channel, limit.scope, limit.key, limit.max,
+        )  # fmt: skip
+
     async def limit_ensure(self, conn: Conn, scope: str, key: str, max_: int) -> None:
         await conn.execute(self.q["limit_ensure"], scope, key, max_)
 

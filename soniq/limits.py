@@ -168,8 +168,36 @@ async def enqueue_limited(
         if connection is None:
             async with db.pool.acquire() as conn:
                 return await run(conn)
-        if not isinstance(connection, asyncpg.Connection):
-            connection = await as_asyncpg(connection)
-        return await run(connection)
+        return await run(await _asyncpg(connection))
     except asyncpg.UndefinedTableError:
         raise schema_missing(app.schema) from None
+
+
+async def _asyncpg(connection: Any) -> Any:
+    if connection is None or isinstance(connection, asyncpg.Connection):
+        return connection
+    return await as_asyncpg(connection)
+
+
+async def insert_one(app: Soniq, job: Any, limit: Limit, connection: Any) -> str:
+    """Insert ``job`` (no dedup key, no extras) counting against ``limit``: one statement."""
+    db = await app.database()
+    try:
+        await db.job_insert_limited(await _asyncpg(connection), job, limit)
+    except asyncpg.UndefinedTableError:
+        raise schema_missing(app.schema) from None
+    for observer in app.observers:
+        observer.job_enqueued(job.queue, job.job_name, 1)
+    return str(job.id)
+
+
+async def insert_many(app: Soniq, jobs: Any, limit: Limit, connection: Any) -> list[str]:
+    """``enqueue_many`` of a limited task: one statement."""
+    db = await app.database()
+    try:
+        await db.job_insert_many_limited(await _asyncpg(connection), jobs, limit)
+    except asyncpg.UndefinedTableError:
+        raise schema_missing(app.schema) from None
+    for observer in app.observers:
+        observer.job_enqueued(jobs.queue, jobs.job_name, len(jobs.ids))
+    return list(jobs.ids)

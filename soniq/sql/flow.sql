@@ -105,3 +105,32 @@ WHERE l.scope = v.scope AND l.max <> v.max
 
 -- name: limit_list
 SELECT scope, key, max, running FROM {schema}.soniq_limits ORDER BY scope, key
+
+-- name: job_insert_limited
+-- A job of a limited task (no dedup key) with its limit ($9, $10) and the limit's counter
+-- row (max $11) created if missing, in one statement; wakes workers ($8) if due.
+WITH lim AS (
+    INSERT INTO {schema}.soniq_limits (scope, key, max) VALUES ($9, $10, $11)
+    ON CONFLICT (scope, key) DO NOTHING
+), ins AS (
+    INSERT INTO {schema}.soniq_jobs
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()), $9, $10)
+    RETURNING queue, scheduled_at
+)
+SELECT CASE WHEN scheduled_at <= now() THEN pg_notify($8, queue) END FROM ins
+
+-- name: job_insert_many_limited
+-- job_insert_many for a limited task: every job counts against limit ($9, $10), whose
+-- counter row (max $11) is created if missing.
+WITH lim AS (
+    INSERT INTO {schema}.soniq_limits (scope, key, max) VALUES ($9, $10, $11)
+    ON CONFLICT (scope, key) DO NOTHING
+), wake AS (
+    SELECT CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END
+)
+INSERT INTO {schema}.soniq_jobs
+    (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key)
+SELECT t.id, $2, $3, $4, t.args, $6, COALESCE($7, now()), $9, $10
+FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb)) AS t(id, args),
+     wake

@@ -97,3 +97,20 @@ async def test_concurrency_key_on_an_unlimited_task_is_refused(app: Soniq) -> No
         await app.enqueue("lim.none", concurrency_key="x")
     assert err.value.error_code == "SONIQ_ENQUEUE_INVALID"
     assert (await app.get_queue_stats())["total"] == 0
+
+
+async def test_limited_jobs_with_tags_or_dedup_keep_their_limit(app: Soniq) -> None:
+    @app.job(name="lim.tagged", max_concurrency_per_key=1)
+    async def tagged(n: int) -> None: ...
+
+    await app.enqueue("lim.tagged", n=1, concurrency_key="k", tags={"team": "a"})
+    await app.enqueue("lim.tagged", n=2, concurrency_key="k", dedup_key="once")
+    same = await app.enqueue("lim.tagged", n=3, concurrency_key="k", dedup_key="once")
+    async with app.backend.acquire() as conn:
+        rows = await conn.fetch(
+            f'SELECT limit_scope, limit_key FROM "{app.schema}".soniq_jobs ORDER BY id'
+        )
+    assert [tuple(r) for r in rows] == [("key:lim.tagged", "k")] * 2
+    assert same is not None
+    await app.run_worker(run_once=True, concurrency=4)
+    assert (await app.get_queue_stats())["done"] == 2

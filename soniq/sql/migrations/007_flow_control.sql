@@ -24,6 +24,13 @@ CREATE TABLE IF NOT EXISTS {schema}.soniq_limits (
     PRIMARY KEY (scope, key)
 );
 
+-- The plain claim's index leaves limited jobs out, so a backlog of held jobs never costs the
+-- plain claim a walk (rebuilt once here; same name, same columns, a narrower predicate).
+DROP INDEX IF EXISTS {schema}.soniq_jobs_claim_idx;
+CREATE INDEX soniq_jobs_claim_idx
+    ON {schema}.soniq_jobs (priority, scheduled_at, id)
+    WHERE status = 'queued' AND limit_scope IS NULL;
+
 -- Due jobs of one limit, in claim order (only limited jobs are in it).
 CREATE INDEX IF NOT EXISTS soniq_jobs_limited_idx
     ON {schema}.soniq_jobs (limit_scope, limit_key, priority, scheduled_at, id)
