@@ -135,6 +135,15 @@ def registry_scopes(tasks: dict[str, Task[Any, Any]]) -> tuple[list[str], list[i
     return [s for s, _ in found], [m for _, m in found]
 
 
+def summary(described: dict[str, Any]) -> str:
+    """One table cell for ``describe``'s keys: "max 3", "max 1 per key" or "-"."""
+    if described.get("max_concurrency") is not None:
+        return f"max {described['max_concurrency']}"
+    if described.get("max_concurrency_per_key") is not None:
+        return f"max {described['max_concurrency_per_key']} per key"
+    return "-"
+
+
 def describe(task: Task[Any, Any]) -> dict[str, Any]:
     """The limits of ``task``, for ``soniq tasks``."""
     return {

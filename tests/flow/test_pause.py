@@ -109,3 +109,16 @@ async def test_cli_queues_pause_list_resume(cli_env: dict[str, str], app: Soniq)
     assert status["queues"][0]["paused"] is True
     assert "resumed" in (await invoke(cli_env, "queues", "resume", "mail")).output
     assert as_json(await invoke(cli_env, "queues", "list", "--json")) == []
+
+
+async def test_cli_tasks_shows_limits(cli_env: dict[str, str]) -> None:
+    from tests.cli.cli_helpers import as_json, invoke
+
+    args = ("tasks", "--jobs-modules", "tests.flow.flow_jobs")
+    rows = {t["name"]: t for t in as_json(await invoke(cli_env, *args, "--json"))}
+    assert rows["capped"]["max_concurrency"] == 3
+    assert rows["capped"]["max_concurrency_per_key"] is None
+    assert rows["lane"]["max_concurrency_per_key"] == 1
+    assert rows["tick"]["max_concurrency"] is None
+    table = (await invoke(cli_env, *args)).output
+    assert "max 3" in table and "max 1 per key" in table
