@@ -350,6 +350,9 @@ class Database:
     async def limit_sync_max(self, conn: Conn, scopes: Sequence[str], maxes: Sequence[int]) -> None:
         await conn.execute(self.q["limit_sync_max"], list(scopes), list(maxes))
 
+    async def job_unlimit_stale(self, conn: Conn, scopes: Sequence[str]) -> None:
+        await conn.execute(self.q["job_unlimit_stale"], list(scopes))
+
     async def limit_list(self) -> list[Row]:
         return await self.pool.fetch(self.q["limit_list"])  # type: ignore[no-any-return]
 

@@ -144,6 +144,16 @@ def summary(described: dict[str, Any]) -> str:
     return "-"
 
 
+def stale_scopes(tasks: dict[str, Task[Any, Any]]) -> list[str]:
+    """Scopes of limits the registered tasks do not declare (any more): their queued jobs
+    are released to the plain claim when a worker starts."""
+    out = []
+    current = {s for s, _ in (scope_of(t) or ("", 0) for t in tasks.values())}
+    for name in tasks:
+        out += [s for s in (f"task:{name}", f"key:{name}") if s not in current]
+    return out
+
+
 def describe(task: Task[Any, Any]) -> dict[str, Any]:
     """The limits of ``task``, for ``soniq tasks``."""
     return {

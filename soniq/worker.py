@@ -346,10 +346,11 @@ class Worker:
                 await self.db.job_report(conn, self.worker_id, batch)
             if queues == []:  # every queue of this worker is paused
                 return 0
+        if not self._limits_synced:  # this worker's decorators set each limit's max
+            await self.db.limit_sync_max(conn, self.limit_scopes, self._limit_maxes)
+            await self.db.job_unlimit_stale(conn, limits.stale_scopes(self.app.registry.tasks))
+            self._limits_synced = True
         if self.limit_scopes:
-            if not self._limits_synced:  # this worker's decorators set each limit's max
-                await self.db.limit_sync_max(conn, self.limit_scopes, self._limit_maxes)
-                self._limits_synced = True
             rows = await self.db.job_claim_limited(
                 conn, self.worker_id, limit, self.limit_scopes, queues, paused
             )

@@ -103,6 +103,12 @@ UPDATE {schema}.soniq_limits AS l SET max = v.max
 FROM unnest($1::text[], $2::int[]) AS v(scope, max)
 WHERE l.scope = v.scope AND l.max <> v.max
 
+-- name: job_unlimit_stale
+-- Queued jobs enqueued under a limit their task no longer declares (scopes $1: the other
+-- limit kinds of this worker's tasks) become plain jobs, so they are never stranded.
+UPDATE {schema}.soniq_jobs SET limit_scope = NULL, limit_key = NULL
+WHERE status = 'queued' AND limit_scope = ANY($1::text[])
+
 -- name: limit_list
 SELECT scope, key, max, running FROM {schema}.soniq_limits ORDER BY scope, key
 

@@ -114,3 +114,19 @@ async def test_limited_jobs_with_tags_or_dedup_keep_their_limit(app: Soniq) -> N
     assert same is not None
     await app.run_worker(run_once=True, concurrency=4)
     assert (await app.get_queue_stats())["done"] == 2
+
+
+async def test_jobs_of_a_limit_no_longer_declared_are_not_stranded(
+    app: Soniq, make_app: Any
+) -> None:
+    @app.job(name="lim.changed", max_concurrency=1)
+    async def before() -> None: ...
+
+    await app.enqueue_many("lim.changed", [{} for _ in range(3)])
+    later = await make_app()  # the next deploy: the task lost its limit
+
+    @later.job(name="lim.changed")
+    async def after() -> None: ...
+
+    await later.run_worker(run_once=True, concurrency=4)
+    assert (await later.get_queue_stats())["done"] == 3
