@@ -52,6 +52,7 @@ class WorkerProcess:
     ps: psutil.Process | None = None
     rss: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes)
     log_path: Path | None = None
+    jobs_module: str = "benchmarks.jobs"
 
     def start(self) -> float:
         env = {
@@ -62,7 +63,7 @@ class WorkerProcess:
         env.update(
             SONIQ_DATABASE_URL=self.url,
             SONIQ_SCHEMA=self.schema,
-            SONIQ_JOBS_MODULES="benchmarks.jobs",
+            SONIQ_JOBS_MODULES=self.jobs_module,
             PYTHONPATH=os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p),
         )
         env.update(self.extra_env)

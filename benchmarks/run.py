@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`
 
 import asyncpg
 
-from benchmarks import ceiling, dashboard, drain, enqueue, scale, wait, webhooks, workflows
+from benchmarks import ceiling, dashboard, drain, enqueue, flow, scale, wait, webhooks, workflows
 from benchmarks.common import FULL, QUICK, Result
 from benchmarks.pairs import paired
 
@@ -32,7 +32,7 @@ DATA_DIR = ROOT / ".soniq-bench"
 RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = ("enqueue", "drain", "deep", "latency", "wait")
 # long (minutes): only when named with --only
-OPTIONAL = ("dashboard", "scale", "webhooks", "workflows")
+OPTIONAL = ("dashboard", "flow", "scale", "webhooks", "workflows")
 
 
 async def database_url(given: str | None) -> str:
@@ -120,6 +120,16 @@ async def run(args: argparse.Namespace) -> list[Result]:
         )
         judge(s, c, 0.60, "bare COPY")
         show(c, s)
+
+    if "flow" in groups:
+        # limited drains next to a plain drain of the same size, in the same run
+        plain = await drain.drain(url, counts["drain"])
+        plain.key = "soniq.drain(flow ref)"
+        fleet = await flow.drain_limited(url, counts["drain"], keys=0)
+        lanes = await flow.drain_limited(url, counts["drain"], keys=100)
+        judge(fleet, plain, 0.50, "the plain drain")
+        judge(lanes, plain, 0.50, "the plain drain")
+        show(plain, fleet, lanes)
 
     if "drain" in groups:
         # the ceiling before and after the drain, averaged: both see the same weather

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import asyncpg
 from pydantic import BaseModel
 
-from soniq import browse, control, migrate, otel, workflows
+from soniq import browse, control, flow, limits, migrate, otel, workflows
 from soniq.connection import Backend, Connector
 from soniq.db import Conn, Database, parse_uuid
 from soniq.deadletter import DeadLetter
@@ -191,6 +191,8 @@ class Soniq:
         retry_on: tuple[type[BaseException], ...] | None = None,
         no_retry_on: tuple[type[BaseException], ...] | None = None,
         expires_after: float | None = None,
+        max_concurrency: int | None = None,
+        max_concurrency_per_key: int | None = None,
     ) -> Callable[[F], F]: ...
 
     def job(
@@ -213,6 +215,8 @@ class Soniq:
         retry_on: tuple[type[BaseException], ...] | None = None,
         no_retry_on: tuple[type[BaseException], ...] | None = None,
         expires_after: float | None = None,
+        max_concurrency: int | None = None,
+        max_concurrency_per_key: int | None = None,
     ) -> F | Callable[[F], F]:
         """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
         Used bare (``@app.job``) or called (``@app.job(...)``)."""
@@ -241,6 +245,7 @@ class Soniq:
                 no_retry_on=no_retry_on,
                 expires_after=expires_after,
             )
+            limits.apply(task, max_concurrency, max_concurrency_per_key)
             self.registry.add_task(task)
             return attach(fn, task, self)  # type: ignore[return-value]
 
@@ -304,6 +309,7 @@ class Soniq:
         expires_at: datetime | timedelta | float | None = None,
         idempotency_key: str | None = None,
         after: Any = None,
+        concurrency_key: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction.
@@ -320,16 +326,32 @@ class Soniq:
             dedup_key,
         )
         task = self.registry.tasks.get(job.job_name)
+        limit = limits.job_limit(task, job.job_name, concurrency_key)
         if after is not None:  # continuations (soniq.workflows)
-            if dedup_key is not None or tags is not None or expires_at is not None or (
-                idempotency_key is not None
+            if (
+                dedup_key is not None
+                or tags is not None
+                or expires_at is not None
+                or idempotency_key is not None
+                or limit is not None
             ):
                 raise SoniqError(
                     ENQUEUE_INVALID,
-                    "after= cannot be combined with dedup_key, tags, expires_at or "
-                    "idempotency_key in this version",
+                    "after= cannot be combined with dedup_key, tags, expires_at, "
+                    "idempotency_key or a task with a concurrency limit in this version",
                 )
             return await workflows.enqueue_after(self, job, after, connection)
+        if limit is not None:  # flow control: the job counts against its limit's counter row
+            ext = job_extras(self._settings, task, job, tags, expires_at, idempotency_key)
+            if ext is None and job.dedup_key is None and not otel.active():
+                return await limits.insert_one(self, job, limit, connection)
+
+            async def insert(conn: Conn) -> list[str]:
+                if ext is None:
+                    return [await self.enqueue_job(job, connection=conn)]
+                return [await control.insert_ext(self, await self.database(), job, ext, conn)]
+
+            return (await limits.enqueue_limited(self, limit, [job.id], connection, insert))[0]
         if (
             tags is None
             and expires_at is None
@@ -374,13 +396,20 @@ class Soniq:
         priority: int | None = None,
         scheduled_at: datetime | timedelta | float | None = None,
         connection: Conn | None = None,
+        concurrency_key: str | None = None,
     ) -> list[str]:
-        """Enqueue many jobs of one task in one statement; ids in input order; all or nothing."""
+        """Enqueue many jobs of one task in one statement; ids in input order; all or nothing.
+        ``concurrency_key``: the key every job shares (tasks with max_concurrency_per_key)."""
         jobs = new_jobs(
             self.registry, self._settings, target, args_list, queue, priority, scheduled_at
         )
         if jobs is None:
             return []
+        limit = limits.job_limit(
+            self.registry.tasks.get(jobs.job_name), jobs.job_name, concurrency_key
+        )
+        if limit is not None:  # flow control: the jobs count against their limit's counter row
+            return await limits.insert_many(self, jobs, limit, connection)
         db = self._connector.current() or await self._connector.database()
         if connection is not None:
             connection = await as_asyncpg(connection)
@@ -482,8 +511,9 @@ class Soniq:
         return {"total": sum(stats.values()), **stats}
 
     async def list_queues(self) -> list[dict[str, Any]]:
+        """Per queue: counts by status, ``oldest_queued_age``, ``paused``, ``paused_at``."""
         rows = await (await self.database()).queue_stats()
-        return [dict(r) for r in rows]
+        return await flow.list_queues(self, [dict(r) for r in rows])
 
     async def list_workers(self) -> list[dict[str, Any]]:
         rows = await (await self.database()).worker_list(self.settings.heartbeat_timeout)
@@ -648,3 +678,14 @@ class Soniq:
     ) -> list[dict[str, Any]]:
         """Workflows, newest first, with step counts (CLI ``workflows list``, dashboard)."""
         return await workflows.list_workflows(self, status=status, limit=limit)
+
+    # -- flow control (issue 13) ---------------------------------------------------------------
+
+    async def pause_queue(self, name: str) -> bool:
+        """Stop every worker from starting jobs of queue ``name`` (within 1 s; running jobs
+        finish, enqueueing still works). True if it was running, False if already paused."""
+        return await flow.pause_queue(self, name)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let workers start jobs of queue ``name`` again. True if it was paused."""
+        return await flow.resume_queue(self, name)

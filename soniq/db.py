@@ -224,24 +224,39 @@ class Database:
 
     # -- worker hot path -------------------------------------------------------------------
 
-    def claim_query(self, limit: int, queues: Sequence[str] | None) -> str:
-        """The report-and-claim statement for ``limit`` jobs (one cached text per limit)."""
-        key = ("job_report_and_claim_queues" if queues else "job_report_and_claim", limit)
+    def claim_query(self, limit: int, queues: Sequence[str] | None, exclude: bool = False) -> str:
+        """The report-and-claim statement for ``limit`` jobs (one cached text per limit).
+        ``exclude``: the variant that leaves out paused queues (an extra parameter $11)."""
+        if queues:
+            name = "job_report_and_claim_queues"
+        else:
+            name = "job_report_and_claim_except" if exclude else "job_report_and_claim"
+        key = (name, limit)
         text = self._claim_texts.get(key)
         if text is None:
-            text = self.q[key[0]].replace("{limit}", str(int(limit)))
+            text = self.q[name].replace("{limit}", str(int(limit)))
             self._claim_texts[key] = text
         return text
 
     async def job_report_and_claim(
-        self, conn: Conn, worker_id: str, limit: int, queues: Sequence[str] | None, batch: Batch
+        self,
+        conn: Conn,
+        worker_id: str,
+        limit: int,
+        queues: Sequence[str] | None,
+        batch: Batch,
+        paused: Sequence[str] = (),
     ) -> list[Row]:
-        """Record ``batch`` and claim up to ``limit`` jobs, in one statement."""
-        sql = self.claim_query(limit, queues)
+        """Record ``batch`` and claim up to ``limit`` jobs, in one statement; ``paused``
+        queues are left out (the plain statement when there are none)."""
         args = _report_args(worker_id, batch)
         if queues:
+            sql = self.claim_query(limit, queues)
             return await conn.fetch(sql, *args, list(queues))  # type: ignore[no-any-return]
-        return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+        if paused:
+            sql = self.claim_query(limit, None, exclude=True)
+            return await conn.fetch(sql, *args, list(paused))  # type: ignore[no-any-return]
+        return await conn.fetch(self.claim_query(limit, None), *args)  # type: ignore[no-any-return]
 
     async def job_report(self, conn: Conn, worker_id: str, batch: Batch) -> int:
         """Record ``batch`` on its own (no claim); returns how many the guard let through."""
@@ -268,6 +283,78 @@ class Database:
     async def job_prune_finished(self, conn: Conn, older_than: float, limit: int) -> int:
         rows = await conn.fetch(self.q["job_prune_finished"], float(older_than), limit)
         return len(rows)
+
+    # -- flow control: paused queues ---------------------------------------------------------
+
+    async def queue_pause(self, queue: str) -> bool:
+        row = await self.pool.fetchrow(self.q["queue_pause"], queue, self.channel)
+        return bool(row["changed"])
+
+    async def queue_resume(self, queue: str) -> bool:
+        row = await self.pool.fetchrow(self.q["queue_resume"], queue, self.channel)
+        return bool(row["changed"])
+
+    async def queue_paused_list(self, conn: Conn | None = None) -> list[Row]:
+        runner = conn if conn is not None else self.pool
+        return await runner.fetch(self.q["queue_paused_list"])  # type: ignore[no-any-return]
+
+    # -- flow control: concurrency limits (soniq/limits.py) ----------------------------------
+
+    def claim_limited_query(self, limit: int) -> str:
+        key = ("job_claim_limited", limit)
+        text = self._claim_texts.get(key)
+        if text is None:
+            text = self.q["job_claim_limited"].replace("{limit}", str(int(limit)))
+            self._claim_texts[key] = text
+        return text
+
+    async def job_claim_limited(
+        self,
+        conn: Conn,
+        worker_id: str,
+        limit: int,
+        scopes: Sequence[str],
+        queues: Sequence[str] | None,
+        paused: Sequence[str],
+    ) -> list[Row]:
+        """Claim up to ``limit`` jobs, admitting limited ones against their counter rows."""
+        return await conn.fetch(  # type: ignore[no-any-return]
+            self.claim_limited_query(limit),
+            worker_id,
+            list(scopes),
+            list(queues) if queues else None,
+            list(paused),
+        )
+
+    async def job_insert_limited(self, conn: Conn | None, job: Any, limit: Any) -> None:
+        """Insert ``job`` (no dedup key) counting against ``limit`` (soniq.limits.Limit)."""
+        await (conn if conn is not None else self.pool).fetchval(
+            self.q["job_insert_limited"], *job.columns(), job.scheduled_at, self.channel,
+            limit.scope, limit.key, limit.max,
+        )  # fmt: skip
+
+    async def job_insert_many_limited(self, conn: Conn | None, jobs: Any, limit: Any) -> None:
+        """``job_insert_many``, every job counting against ``limit``."""
+        await (conn if conn is not None else self.pool).execute(
+            self.q["job_insert_many_limited"], "{" + ",".join(jobs.ids) + "}", jobs.job_name,
+            jobs.queue, jobs.priority, jobs.args, jobs.max_attempts, jobs.scheduled_at,
+            self.channel, limit.scope, limit.key, limit.max,
+        )  # fmt: skip
+
+    async def limit_ensure(self, conn: Conn, scope: str, key: str, max_: int) -> None:
+        await conn.execute(self.q["limit_ensure"], scope, key, max_)
+
+    async def job_set_limit(self, conn: Conn, ids: Sequence[str], scope: str, key: str) -> None:
+        await conn.execute(self.q["job_set_limit"], [uuid.UUID(i) for i in ids], scope, key)
+
+    async def limit_sync_max(self, conn: Conn, scopes: Sequence[str], maxes: Sequence[int]) -> None:
+        await conn.execute(self.q["limit_sync_max"], list(scopes), list(maxes))
+
+    async def job_unlimit_stale(self, conn: Conn, scopes: Sequence[str]) -> None:
+        await conn.execute(self.q["job_unlimit_stale"], list(scopes))
+
+    async def limit_list(self) -> list[Row]:
+        return await self.pool.fetch(self.q["limit_list"])  # type: ignore[no-any-return]
 
     # -- management ------------------------------------------------------------------------
 

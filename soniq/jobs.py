@@ -160,6 +160,8 @@ class Task(Generic[P, R]):
     retry_on: tuple[type[BaseException], ...] | None = None
     no_retry_on: tuple[type[BaseException], ...] | None = None
     expires_after: float | None = None
+    max_concurrency: int | None = None  # flow control (soniq.limits)
+    max_concurrency_per_key: int | None = None
 
     def retryable(self, exc: object) -> bool:
         """False when ``exc`` (a failed attempt's exception) must not be retried."""

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from ulid import ULID
 
-from soniq import logs
+from soniq import limits, logs
 from soniq.aio import retry_delay, wait_event
 from soniq.connection import application_name
 from soniq.control import WorkerControl
 from soniq.db import init_connection
 from soniq.errors import DB_ERRORS, SETTINGS_INVALID, SoniqError, schema_missing
+from soniq.flow import QUEUES_CHANGED, PausedSet
 from soniq.heartbeat import Heartbeat
 from soniq.jobs import Task
 from soniq.outage import Outage, is_outage
@@ -105,6 +106,10 @@ class Worker:
         self._side: list[asyncio.Task[None]] = []
         self._wakeups: Subscription | None = None
         self.control: WorkerControl
+        self.paused = PausedSet()  # flow control: queues left out of the claim
+        # flow control: counter-row scopes of the limited tasks this worker runs
+        self.limit_scopes, self._limit_maxes = limits.registry_scopes(app.registry.tasks)
+        self._limits_synced = False
 
     @property
     def db(self) -> Database:
@@ -175,12 +180,19 @@ class Worker:
             queues = set(self.queues) if self.queues else None
 
             def on_notify(payload: str) -> None:  # the payload is the job's queue
-                if payload[:1] == "!":  # job control (soniq.control), never a queue name
+                if payload == QUEUES_CHANGED:  # a queue was paused or resumed
+                    self.paused.stale = True
+                    self.more_work.set()
+                elif payload[:1] == "!":  # job control (soniq.control), never a queue name
                     self.control.on_message(payload)
                 elif queues is None or payload in queues:
                     self.more_work.set()
 
-            self._wakeups = app.notifier.subscribe(self.db.channel, on_notify, self.more_work.set)
+            def on_reconnect() -> None:  # NOTIFYs may have been missed meanwhile
+                self.paused.stale = True
+                self.more_work.set()
+
+            self._wakeups = app.notifier.subscribe(self.db.channel, on_notify, on_reconnect)
             if self.with_scheduler:
                 scheduler = Scheduler(app, maintain=False)  # this worker already maintains
                 self._side.append(
@@ -327,7 +339,27 @@ class Worker:
     async def _claim(self, limit: int, batch: Batch) -> int:
         """Write ``batch`` and claim up to ``limit`` jobs, in one statement."""
         conn = await self._connection()
-        rows = await self.db.job_report_and_claim(conn, self.worker_id, limit, self.queues, batch)
+        if self.run_once:
+            self.paused.stale = True  # no notifier: read the paused set every claim
+        await self.paused.refresh(self.db, conn)
+        queues, paused = self.paused.claim_queues(self.queues)
+        if queues == [] or self.limit_scopes:  # outcomes first, in their own statement
+            if len(batch):
+                await self.db.job_report(conn, self.worker_id, batch)
+            if queues == []:  # every queue of this worker is paused
+                return 0
+        if not self._limits_synced:  # this worker's decorators set each limit's max
+            await self.db.limit_sync_max(conn, self.limit_scopes, self._limit_maxes)
+            await self.db.job_unlimit_stale(conn, limits.stale_scopes(self.app.registry.tasks))
+            self._limits_synced = True
+        if self.limit_scopes:
+            rows = await self.db.job_claim_limited(
+                conn, self.worker_id, limit, self.limit_scopes, queues, paused
+            )
+        else:
+            rows = await self.db.job_report_and_claim(
+                conn, self.worker_id, limit, queues, batch, paused
+            )
         if not rows:
             return 0
         if len(rows) > 1:
@@ -428,7 +460,9 @@ class Worker:
             running.cancel()
 
     async def _after_beat(self, conn: Any) -> None:
-        """After each heartbeat: aborts whose NOTIFY was missed (the durable fallback)."""
+        """After each heartbeat: aborts whose NOTIFY was missed (the durable fallback), and
+        a re-read of the paused queues before the next claim (likewise)."""
+        self.paused.stale = True
         if self.running:
             await self.control.poll_aborts(conn)
 

@@ -187,6 +187,13 @@ class Workflow:
         if self._enqueued:
             raise SoniqError(ENQUEUE_INVALID, "this workflow was already enqueued; build a new one")
         job = new_job(self.app.registry, self.app.settings, target, args, kwargs, queue, priority)
+        task = self.app.registry.tasks.get(job.job_name)
+        if task is not None and (task.max_concurrency or task.max_concurrency_per_key):
+            raise SoniqError(
+                ENQUEUE_INVALID,
+                f"{job.job_name} has a concurrency limit; workflow steps cannot carry one in "
+                "this version. Fix: enqueue it on its own, or use a task without the limit",
+            )
         step_name = job.job_name if name is None else name
         if not isinstance(step_name, str) or not step_name:
             raise SoniqError(ENQUEUE_INVALID, f"step name must be a non-empty string, got {name!r}")

@@ -16,6 +16,7 @@ from soniq.cli import (  # noqa: F401  (imported to register their commands)
     inspection,
     jobs,
     processes,
+    queues,
     schema,
     status,
     tasks,

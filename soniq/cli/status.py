@@ -46,7 +46,7 @@ def status(as_json: bool) -> None:
         out = console()
         rows = [
             [
-                q["queue"],
+                q["queue"] + (" (paused)" if q.get("paused") else ""),
                 q["queued"],
                 q["processing"],
                 q["done"],

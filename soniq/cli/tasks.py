@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from soniq import limits
 from soniq.cli.apps import load_apps
 from soniq.cli.base import cli, common, current_config, json_option
 from soniq.cli.render import age, console, emit_json, table
@@ -14,7 +15,7 @@ from soniq.cli.render import age, console, emit_json, table
 @common
 @json_option
 def tasks(as_json: bool) -> None:
-    """Tasks the jobs modules register: queue, retries, schedule."""
+    """Tasks the jobs modules register: queue, retries, limits, schedule."""
     cfg = current_config()
     apps = load_apps(cfg)
     rows: list[dict[str, Any]] = []
@@ -45,6 +46,7 @@ def tasks(as_json: bool) -> None:
                     "timeout": timeout,
                     "unique": task.unique,
                     "schedule": schedules.get(name, []),
+                    **limits.describe(task),
                     "next_run_at": next_runs.get(name, []),
                     "schema": app.schema,
                 }
@@ -53,7 +55,9 @@ def tasks(as_json: bool) -> None:
         emit_json(rows)
         return
     several = len({r["schema"] for r in rows}) > 1
-    columns = ["Task", "Queue", "Retries", "Priority", "Timeout", "Schedule", "Next run (UTC)"]
+    columns = [
+        "Task", "Queue", "Retries", "Priority", "Timeout", "Limits", "Schedule", "Next run (UTC)"
+    ]  # fmt: skip
     console().print(
         table(
             f"{len(rows)} task(s)",
@@ -65,6 +69,7 @@ def tasks(as_json: bool) -> None:
                     r["retries"],
                     r["priority"],
                     age(r["timeout"]) if r["timeout"] else "none",
+                    limits.summary(r),
                     "; ".join(r["schedule"]) or "-",
                     "; ".join(t[:19].replace("T", " ") for t in r["next_run_at"]) or "-",
                 ]

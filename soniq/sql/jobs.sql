@@ -119,10 +119,11 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 -- {limit} due jobs of any queue, in claim order, on the claim index. {limit} is an integer
 -- literal, not a parameter: a generic plan for "LIMIT $n" guesses thousands of rows and
 -- hash-joins the whole table; with the literal the plan stays an index walk whatever the
--- backlog. The claim does not see rows re-queued by this same statement.
+-- backlog. The claim does not see rows re-queued by this same statement. Jobs of tasks with
+-- a concurrency limit (limit_scope set) are claimed by job_claim_limited (sql/flow.sql).
 {_job_report}, due AS (
     SELECT id FROM {schema}.soniq_jobs
-    WHERE status = 'queued' AND scheduled_at <= now()
+    WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL
     ORDER BY priority, scheduled_at, id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
@@ -136,6 +137,7 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
     CROSS JOIN LATERAL (
         SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
         WHERE status = 'queued' AND queue = q.name AND scheduled_at <= now()
+          AND limit_scope IS NULL
         ORDER BY priority, scheduled_at, id
         LIMIT {limit}
         FOR UPDATE SKIP LOCKED

@@ -246,6 +246,8 @@ async def test_tasks_table_and_json(env):
         "unique": False,
         "schedule": [],
         "next_run_at": [],
+        "max_concurrency": None,
+        "max_concurrency_per_key": None,
         "schema": by_name["cli.email"]["schema"],
     }
     assert by_name["cli.fail"]["retries"] == 1

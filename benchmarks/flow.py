@@ -1,0 +1,63 @@
+"""Drains of limited tasks (flow control), compared with the plain drain of the same run."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from benchmarks.common import Result, drop_schema, fresh_schema, timed_rate
+from benchmarks.drain import CONCURRENCY, WorkerProcess, _verify, _wait_drained, _wait_registered
+from benchmarks.flow_jobs import FLEET_MAX, register
+from soniq import Soniq
+
+
+async def _fill(url: str, schema: str, n: int, keys: int) -> None:
+    """``n`` queued jobs: of bench.capped (keys=0) or of bench.lane over ``keys`` keys."""
+    await fresh_schema(url, schema)
+    app = Soniq(database_url=url, schema=schema)
+    register(app)
+    try:
+        await app.setup()
+        if keys == 0:
+            for start in range(0, n, 1000):
+                batch = [{"n": i} for i in range(start, min(start + 1000, n))]
+                await app.enqueue_many("bench.capped", batch)
+        else:
+            per_key = n // keys
+            for k in range(keys):
+                batch = [{"n": i} for i in range(per_key)]
+                await app.enqueue_many("bench.lane", batch, concurrency_key=f"key-{k}")
+    finally:
+        await app.close()
+
+
+async def drain_limited(url: str, n: int, keys: int) -> Result:
+    """``n`` limited no-op jobs drained by one fresh worker process (concurrency 10)."""
+    schema = "bench_flow"
+    await _fill(url, schema, n, keys)
+    worker = WorkerProcess(url, schema, jobs_module="benchmarks.flow_jobs")
+    conn = await asyncpg.connect(url)
+    try:
+        worker.start()
+        await _wait_registered(conn, schema, worker, timeout=60)
+        await _wait_drained(conn, schema, n, worker, timeout=600, interval=0.25)
+        row = await _verify(conn, schema, n)
+        started_at = await conn.fetchval(f"SELECT min(started_at) FROM {schema}.soniq_workers")
+    finally:
+        worker.stop()
+        await conn.close()
+        await drop_schema(url, schema)
+    seconds = (row["last_finished"] - started_at).total_seconds()
+    if keys == 0:
+        key, what = "soniq.drain_max_concurrency", f"max_concurrency={FLEET_MAX}"
+    else:
+        key, what = "soniq.drain_per_key", f"max_concurrency_per_key=1 over {keys} keys"
+    return Result(
+        key,
+        f"drain {n:,} no-op jobs, {what}, 1 worker, concurrency {CONCURRENCY}",
+        n,
+        seconds,
+        timed_rate(n, seconds),
+        extra={"measured_at": time.time()},
+    )
