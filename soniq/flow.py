@@ -56,7 +56,9 @@ async def list_queues(app: Soniq, rows: list[dict[str, Any]]) -> list[dict[str, 
         r["paused"] = r["queue"] in paused
         r["paused_at"] = paused.get(r["queue"])
     for name in sorted(set(paused) - seen):
-        zeros = dict.fromkeys(("queued", "processing", "done", "dead_letter", "cancelled"), 0)
+        zeros = dict.fromkeys(
+            ("waiting", "queued", "processing", "done", "dead_letter", "cancelled"), 0
+        )
         rows.append(
             {
                 "queue": name,
