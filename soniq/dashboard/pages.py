@@ -201,6 +201,15 @@ def routes(dash: Dashboard) -> list[Route]:
         items = await lister() if callable(lister) else None
         return dash.render(request, "workflows.html", workflows=items, page="workflows")
 
+    async def workflow(request: Request) -> Response:
+        wf_id = request.path_params["workflow_id"]
+        wf = await app.get_workflow(wf_id)
+        if wf is None:
+            return dash.render(request, "missing.html", status=404, what=f"workflow {wf_id}")
+        return dash.render(
+            request, "workflow.html", wf=wf, stages=_stages(wf["steps"]), page="workflows"
+        )
+
     async def webhooks(request: Request) -> Response:
         items = await app.webhooks.list()
         recent = await app.webhooks.deliveries(limit=PAGE) if items else []
@@ -251,6 +260,7 @@ def routes(dash: Dashboard) -> list[Route]:
         Route("/dead-letters", dead_letters),
         Route("/schedules", schedules),
         Route("/workflows", workflows),
+        Route("/workflows/{workflow_id}", workflow),
         Route("/webhooks", webhooks),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
@@ -266,3 +276,19 @@ def _tag_filter(value: str | None) -> dict[str, str] | None:
     if not sep or not key:
         raise SoniqError(ENQUEUE_INVALID, f"tag filter {value!r}: write it KEY=VALUE")
     return {key: tag}
+
+
+def _stages(steps: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """A workflow's steps in stages: a step is one stage after its latest parent (the DAG
+    drawn as columns; steps may only depend on earlier steps, so one pass in order does)."""
+    by_id = {s["id"]: s for s in steps}
+    level: dict[str, int] = {}
+    for s in steps:
+        parents = [p for p in s.get("after") or [] if p in by_id]
+        level[s["id"]] = 1 + max((level.get(p, 0) for p in parents), default=-1)
+    stages: list[list[dict[str, Any]]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for s in steps:
+        parents = [by_id[p].get("step") or p for p in s.get("after") or [] if p in by_id]
+        outside = [p for p in s.get("after") or [] if p not in by_id]
+        stages[level[s["id"]]].append({**s, "parent_steps": parents, "outside": outside})
+    return stages

@@ -257,3 +257,31 @@ async def test_no_token_means_open_and_mountable(app: Soniq) -> None:
         assert login.headers["location"] == "/ops/soniq/"
         assert "Path=/ops/soniq/" in login.headers["set-cookie"]
         assert (await c.get("/ops/soniq/jobs")).status_code == 200
+
+
+async def test_workflow_page_draws_the_dag_in_stages(app: Soniq) -> None:
+    @app.job(name="dash.step")
+    async def step(n: int) -> int:
+        return n
+
+    wf = app.workflow(name="order-<42>")
+    fetch = wf.add(step, name="fetch", n=1)
+    charge = wf.add(step, name="charge", after=[fetch], n=2)
+    mails = [wf.add(step, name=f"mail-{i}", after=[charge], n=3 + i) for i in range(3)]
+    wf.add(step, name="report", after=mails, n=9)
+    ids = await wf.enqueue()
+    async with client(app) as c:
+        listing = (await c.get("/workflows", headers=AUTH)).text
+        assert f'href="/workflows/{wf.id}"' in listing
+        page = await c.get(f"/workflows/{wf.id}", headers=AUTH)
+        assert page.status_code == 200
+        html = page.text
+        assert "order-&lt;42&gt;" in html and "<42>" not in html
+        stages = re.findall(r"<h2>Stage (\d+)</h2>(.*?)</section>", html, re.S)
+        names = [re.findall(r">(fetch|charge|mail-\d|report)</a>", body) for _, body in stages]
+        assert names == [["fetch"], ["charge"], ["mail-0", "mail-1", "mail-2"], ["report"]]
+        assert "after mail-0, mail-1, mail-2" in html
+        for job_id in ids.values():
+            assert f'href="/jobs/{job_id}"' in html
+        missing = await c.get("/workflows/00000000-0000-0000-0000-000000000000", headers=AUTH)
+        assert missing.status_code == 404
