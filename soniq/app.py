@@ -28,9 +28,16 @@ from soniq.enqueue import (
     new_job,
     new_jobs,
 )
-from soniq.errors import ENQUEUE_INVALID, TASK_INVALID, SoniqError, schema_missing
+from soniq.errors import (
+    ENQUEUE_INVALID,
+    SETTINGS_INVALID,
+    TASK_INVALID,
+    SoniqError,
+    schema_missing,
+)
 from soniq.foreign import as_asyncpg
 from soniq.jobs import Task, attach
+from soniq.limits import RateLimit
 from soniq.notifier import Notifier
 from soniq.queries import advisory_key
 from soniq.registry import Registry
@@ -193,6 +200,9 @@ class Soniq:
         expires_after: float | None = None,
         max_concurrency: int | None = None,
         max_concurrency_per_key: int | None = None,
+        rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+        execution_window: str | None = None,
+        timezone: str = "UTC",
     ) -> Callable[[F], F]: ...
 
     def job(
@@ -217,6 +227,9 @@ class Soniq:
         expires_after: float | None = None,
         max_concurrency: int | None = None,
         max_concurrency_per_key: int | None = None,
+        rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+        execution_window: str | None = None,
+        timezone: str = "UTC",
     ) -> F | Callable[[F], F]:
         """Register a handler; returns it unchanged but for an added ``.enqueue(**kwargs)``.
         Used bare (``@app.job``) or called (``@app.job(...)``)."""
@@ -245,7 +258,15 @@ class Soniq:
                 no_retry_on=no_retry_on,
                 expires_after=expires_after,
             )
-            limits.apply(task, max_concurrency, max_concurrency_per_key)
+            limits.apply(
+                task,
+                self.registry.tasks,
+                max_concurrency,
+                max_concurrency_per_key,
+                rate_limit,
+                execution_window,
+                timezone,
+            )
             self.registry.add_task(task)
             return attach(fn, task, self)  # type: ignore[return-value]
 
@@ -268,6 +289,15 @@ class Soniq:
         """Register a handler as ``@app.job(**job_options)`` does, plus a schedule."""
 
         def register(fn: F) -> F:
+            if job_options.get("execution_window") is not None:
+                job_options["timezone"] = timezone  # one zone for schedule and window
+            if job_options.get("max_concurrency_per_key") is not None:  # ticks have no key
+                raise SoniqError(
+                    SETTINGS_INVALID,
+                    f"@app.periodic {name or fn.__name__}: max_concurrency_per_key needs a "
+                    "concurrency_key per job, which schedule ticks cannot give; use "
+                    "max_concurrency instead",
+                )
             handler = self.job(**job_options)(fn)
             task: Task[Any, Any] = handler.__soniq_task__  # type: ignore[attr-defined]
             check_handler_args(task, args or {})  # every firing would fail otherwise
@@ -310,6 +340,7 @@ class Soniq:
         idempotency_key: str | None = None,
         after: Any = None,
         concurrency_key: str | None = None,
+        rate_limit_key: str | None = None,
         **kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id. With ``connection=``, inside that transaction.
@@ -326,7 +357,7 @@ class Soniq:
             dedup_key,
         )
         task = self.registry.tasks.get(job.job_name)
-        limit = limits.job_limit(task, job.job_name, concurrency_key)
+        limit = limits.job_gates(task, job.job_name, concurrency_key, rate_limit_key)
         if after is not None:  # continuations (soniq.workflows)
             if (
                 dedup_key is not None
@@ -338,10 +369,10 @@ class Soniq:
                 raise SoniqError(
                     ENQUEUE_INVALID,
                     "after= cannot be combined with dedup_key, tags, expires_at, "
-                    "idempotency_key or a task with a concurrency limit in this version",
+                    "idempotency_key or a task with flow-control limits in this version",
                 )
             return await workflows.enqueue_after(self, job, after, connection)
-        if limit is not None:  # flow control: the job counts against its limit's counter row
+        if limit is not None:  # flow control: the job counts against its limits' rows
             ext = job_extras(self._settings, task, job, tags, expires_at, idempotency_key)
             if ext is None and job.dedup_key is None and not otel.active():
                 return await limits.insert_one(self, job, limit, connection)
@@ -397,18 +428,19 @@ class Soniq:
         scheduled_at: datetime | timedelta | float | None = None,
         connection: Conn | None = None,
         concurrency_key: str | None = None,
+        rate_limit_key: str | None = None,
     ) -> list[str]:
         """Enqueue many jobs of one task in one statement; ids in input order; all or nothing.
-        ``concurrency_key``: the key every job shares (tasks with max_concurrency_per_key)."""
+        ``concurrency_key``/``rate_limit_key``: the keys every job shares (flow control)."""
         jobs = new_jobs(
             self.registry, self._settings, target, args_list, queue, priority, scheduled_at
         )
         if jobs is None:
             return []
-        limit = limits.job_limit(
-            self.registry.tasks.get(jobs.job_name), jobs.job_name, concurrency_key
+        limit = limits.job_gates(
+            self.registry.tasks.get(jobs.job_name), jobs.job_name, concurrency_key, rate_limit_key
         )
-        if limit is not None:  # flow control: the jobs count against their limit's counter row
+        if limit is not None:  # flow control: the jobs count against their limits' rows
             return await limits.insert_many(self, jobs, limit, connection)
         db = self._connector.current() or await self._connector.database()
         if connection is not None:

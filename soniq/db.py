@@ -298,63 +298,79 @@ class Database:
         runner = conn if conn is not None else self.pool
         return await runner.fetch(self.q["queue_paused_list"])  # type: ignore[no-any-return]
 
-    # -- flow control: concurrency limits (soniq/limits.py) ----------------------------------
+    # -- flow control: limits (soniq/limits.py) ---------------------------------------------
 
-    def claim_limited_query(self, limit: int) -> str:
-        key = ("job_claim_limited", limit)
+    def claim_gated_query(self, limit: int) -> str:
+        key = ("job_claim_gated", limit)
         text = self._claim_texts.get(key)
         if text is None:
-            text = self.q["job_claim_limited"].replace("{limit}", str(int(limit)))
+            text = self.q["job_claim_gated"].replace("{limit}", str(int(limit)))
             self._claim_texts[key] = text
         return text
 
-    async def job_claim_limited(
+    async def job_claim_gated(
         self,
         conn: Conn,
         worker_id: str,
         limit: int,
-        scopes: Sequence[str],
+        lanes: Sequence[str],
         queues: Sequence[str] | None,
         paused: Sequence[str],
     ) -> list[Row]:
-        """Claim up to ``limit`` jobs, admitting limited ones against their counter rows."""
+        """Claim up to ``limit`` jobs, admitting limited ones of ``lanes`` by their rows."""
         return await conn.fetch(  # type: ignore[no-any-return]
-            self.claim_limited_query(limit),
+            self.claim_gated_query(limit),
             worker_id,
-            list(scopes),
+            list(lanes),
             list(queues) if queues else None,
             list(paused),
         )
 
-    async def job_insert_limited(self, conn: Conn | None, job: Any, limit: Any) -> None:
-        """Insert ``job`` (no dedup key) counting against ``limit`` (soniq.limits.Limit)."""
+    async def gate_next_free(self, conn: Conn, rate_scopes: Sequence[str]) -> float | None:
+        """Seconds until the first full rate limit of ``rate_scopes`` has room, or None."""
+        return await conn.fetchval(self.q["gate_next_free"], list(rate_scopes))  # type: ignore[no-any-return]
+
+    async def job_insert_limited(self, conn: Conn | None, job: Any, gates: Any) -> None:
+        """Insert ``job`` (no dedup key) counting against ``gates`` (soniq.limits.JobGates)."""
         await (conn if conn is not None else self.pool).fetchval(
             self.q["job_insert_limited"], *job.columns(), job.scheduled_at, self.channel,
-            limit.scope, limit.key, limit.max,
+            *gates.rows(), gates.more_json(),
         )  # fmt: skip
 
-    async def job_insert_many_limited(self, conn: Conn | None, jobs: Any, limit: Any) -> None:
-        """``job_insert_many``, every job counting against ``limit``."""
+    async def job_insert_many_limited(self, conn: Conn | None, jobs: Any, gates: Any) -> None:
+        """``job_insert_many``, every job counting against ``gates``."""
         await (conn if conn is not None else self.pool).execute(
             self.q["job_insert_many_limited"], "{" + ",".join(jobs.ids) + "}", jobs.job_name,
             jobs.queue, jobs.priority, jobs.args, jobs.max_attempts, jobs.scheduled_at,
-            self.channel, limit.scope, limit.key, limit.max,
+            self.channel, *gates.rows(), gates.more_json(),
         )  # fmt: skip
 
-    async def limit_ensure(self, conn: Conn, scope: str, key: str, max_: int) -> None:
-        await conn.execute(self.q["limit_ensure"], scope, key, max_)
+    async def limit_ensure(self, conn: Conn, gates: Any) -> None:
+        await conn.execute(self.q["limit_ensure"], *gates.rows())
 
-    async def job_set_limit(self, conn: Conn, ids: Sequence[str], scope: str, key: str) -> None:
-        await conn.execute(self.q["job_set_limit"], [uuid.UUID(i) for i in ids], scope, key)
+    async def job_set_limit(self, conn: Conn, ids: Sequence[str], gates: Any) -> None:
+        await conn.execute(
+            self.q["job_set_limit"], [uuid.UUID(i) for i in ids], gates.lane.scope,
+            gates.lane.key, gates.more_json(),
+        )  # fmt: skip
 
-    async def limit_sync_max(self, conn: Conn, scopes: Sequence[str], maxes: Sequence[int]) -> None:
-        await conn.execute(self.q["limit_sync_max"], list(scopes), list(maxes))
+    async def limit_sync(
+        self,
+        conn: Conn,
+        scopes: Sequence[str],
+        maxes: Sequence[int],
+        windows: Sequence[int | None],
+    ) -> None:
+        await conn.execute(self.q["limit_sync_max"], list(scopes), list(maxes), list(windows))
 
     async def job_unlimit_stale(self, conn: Conn, scopes: Sequence[str]) -> None:
         await conn.execute(self.q["job_unlimit_stale"], list(scopes))
 
     async def limit_list(self) -> list[Row]:
         return await self.pool.fetch(self.q["limit_list"])  # type: ignore[no-any-return]
+
+    async def limit_prune(self, conn: Conn, older_than: float, limit: int) -> int:
+        return len(await conn.fetch(self.q["limit_prune"], float(older_than), limit))
 
     # -- management ------------------------------------------------------------------------
 
@@ -606,10 +622,12 @@ class Database:
         job: NewJob,
         next_run_at: datetime,
         expires_after: float | None = None,
+        gates: Any = None,
     ) -> tuple[bool, uuid.UUID | None]:
         """(tick claimed by this call, id of the job it inserted or None). The job is due at
         the tick (or now, if the tick is in the future); ``job.scheduled_at`` is not used;
-        it expires ``expires_after`` seconds from now (the task's ``expires_after``)."""
+        it expires ``expires_after`` seconds from now (the task's ``expires_after``) and
+        counts against ``gates`` (soniq.limits.JobGates) if given."""
         row = await conn.fetchrow(
             self.q["schedule_tick_enqueue"],
             schedule_name,
@@ -619,6 +637,8 @@ class Database:
             next_run_at,
             self.channel,
             expires_after,
+            *(gates.rows() if gates is not None else (None, None, None, None)),
+            gates.more_json() if gates is not None else None,
         )
         return bool(row["claimed"]), row["id"]
 
@@ -664,7 +684,6 @@ class Database:
         return await self.pool.fetch(  # type: ignore[no-any-return]
             self.q["job_statuses"], list(ids)
         )
-
 
     # -- continuations and workflows (soniq/sql/workflows.sql) -----------------------------
 

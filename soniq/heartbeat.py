@@ -62,9 +62,7 @@ class Heartbeat:
                 app,
                 on_rescued=on_rescued,
                 acquire=self._borrow,
-                budget=maintenance_budget(
-                    settings.heartbeat_interval, settings.heartbeat_timeout
-                ),
+                budget=maintenance_budget(settings.heartbeat_interval, settings.heartbeat_timeout),
             )
             if maintain
             else None
@@ -87,9 +85,7 @@ class Heartbeat:
                         self.conn = await self.app.connect(
                             application_name=application_name(self.app.schema, "heartbeat")
                         )
-                    if not await db.worker_heartbeat(
-                        self.conn, self.worker_id, self.in_flight()
-                    ):
+                    if not await db.worker_heartbeat(self.conn, self.worker_id, self.in_flight()):
                         log.warning(
                             "worker %s was declared dead (silent too long); registering again",
                             self.worker_id,

@@ -162,6 +162,8 @@ class Task(Generic[P, R]):
     expires_after: float | None = None
     max_concurrency: int | None = None  # flow control (soniq.limits)
     max_concurrency_per_key: int | None = None
+    rate_limits: tuple[Any, ...] = ()  # soniq.limits.RateLimit
+    window: Any = None  # soniq.windows.ExecutionWindow
 
     def retryable(self, exc: object) -> bool:
         """False when ``exc`` (a failed attempt's exception) must not be retried."""

@@ -1,62 +1,162 @@
-"""Concurrency limits: ``max_concurrency`` and ``max_concurrency_per_key`` (docs/flow-control.md).
+"""Flow control limits: ``max_concurrency``, ``max_concurrency_per_key``, ``RateLimit`` and
+``execution_window`` (docs/flow-control.md).
 
-Data. A job of a limited task carries ``limit_scope``/``limit_key``: the counter row of
-``soniq_limits`` it counts against (``task:<name>`` with key ``""`` for ``max_concurrency``,
-``key:<name>`` with the job's ``concurrency_key`` for ``max_concurrency_per_key``). Jobs of
-other tasks have NULL there; the plain claim takes only those (one ``IS NULL`` test on a row
-it already reads) and is otherwise unchanged.
+Data. A job of a limited task carries its lane (``limit_scope``, ``limit_key``): the counter
+row of ``soniq_limits`` its claim finds it by, one per task (``task:<name>``, holding
+``max_concurrency``), per task and ``concurrency_key`` (``key:<name>``) or, for tasks whose
+jobs are held by rate limits or a window only, per task and ``rate_limit_key``
+(``lane:<name>``, no maximum of its own). ``limit_more`` lists the other rows the job must
+take a slot in: the task-wide ``max_concurrency`` next to a per-key lane, and one row per rate
+limit (``rate:<name>`` for a named limit, ``rate.task:<task>:<max>/<window>`` for a task's
+own, keyed by ``rate_limit_key``). Jobs of other tasks have NULL there; the plain claim takes
+only those (one ``IS NULL`` test on a row it already reads) and is otherwise unchanged.
 
-Admission. Workers whose registry has limited tasks claim with ``job_claim_limited``
-(sql/flow.sql): it locks counter rows with ``FOR UPDATE SKIP LOCKED``, admits at most
-``max - running`` due jobs per row, and raises ``running`` by the jobs admitted, all in one
-statement; the lock is held until that statement commits.
+Admission. Workers whose registry has limited tasks claim with ``job_claim_gated``
+(sql/flow.sql), whose ``soniq_gate_claim`` (migration 009) locks the lanes with room and a due
+job ``FOR NO KEY UPDATE SKIP LOCKED``, takes their due jobs in claim order while every row in
+the job's ``limit_more`` gives a slot (``soniq_gate_take``: each row locked the same way,
+checked, then raised), raises the lane's ``running`` by the jobs admitted, and hands them to
+the statement that moves them to ``processing``, all in one transaction. Lanes of a task whose
+execution window is closed are left out of the claim by the worker.
 
 Release. A row trigger (``WHEN`` the job leaves ``processing`` and has a limit, so other jobs
-pay nothing) lowers ``running`` in the statement that records the job's outcome, rescue,
-shutdown return or abort, and NOTIFYs the wake-up channel so held jobs start at once.
+pay nothing) lowers ``running`` of the job's lane and concurrency rows in the statement that
+records the job's outcome, rescue, shutdown return or abort, and NOTIFYs the wake-up channel so
+held jobs start at once. A rate row keeps its starts: each leaves the window by time, and a
+worker that found a rate limit full sleeps until its ``full_until``.
 
-Why the limit holds under READ COMMITTED. Every change to ``running`` is a write to the
-counter row: the claim's raise happens while it holds the row lock, and the trigger's
-decrement waits for that lock. ``SELECT ... FOR UPDATE`` returns the newest committed version
-of the row it locks (EvalPlanQual re-reads it), not the statement's snapshot, and the
-claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So
-the ``running`` a claimer reads is the true number of admitted, unreleased jobs, nobody can
-admit against the row until it commits, and it admits no more than ``max - running``.
-Counting ``processing`` rows inside the claim's snapshot would not be safe (jobs admitted by a
-claimer that commits after the snapshot are invisible; pgqueuer#761, hatchet#4778).
-Decrements are only ever applied to jobs that were counted: the claim counts exactly the
-jobs it moves to ``processing`` (an expired job it cancels instead is not counted), and the
-trigger fires once per job leaving ``processing``.
+Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
+to the counter row: a claim's raise happens while it holds the row lock, and the trigger's
+decrement waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns the newest committed
+version of the row it locks (EvalPlanQual re-reads it), not the statement's snapshot, and the
+claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
+``running`` (or the ``starts``) a claimer reads is the true number of admitted, unreleased
+jobs (of starts in the window), nobody can admit against the row until it commits, and it
+admits no more than the room it read. Counting ``processing`` rows inside the claim's snapshot
+would not be safe (jobs admitted by a claimer that commits after the snapshot are invisible;
+pgqueuer#761, hatchet#4778). A rate start is stamped with ``clock_timestamp()`` taken while the
+row is locked, so the starts of one row are recorded in time order and every start has fewer
+than ``max`` others in the ``window`` before it: no window of that length holds more than
+``max``. Decrements are only ever applied to jobs that were counted: the claim counts exactly
+the jobs it returns (expired ones are left to the expiry sweep), and the trigger fires once
+per job leaving ``processing``.
 
 Deadlocks. The claim only takes locks with SKIP LOCKED, and a worker with limited tasks
 writes its outcomes in a statement of their own before claiming, so a claim never waits
-while holding counter rows. Two outcome statements releasing several keys in opposite order
+while holding counter rows (but for recreating a pruned rate row another transaction is
+inserting at that instant). Two outcome statements releasing several rows in opposite order
 can deadlock; PostgreSQL aborts one and its worker writes the batch again.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 
 from soniq.errors import ENQUEUE_INVALID, SETTINGS_INVALID, SoniqError, schema_missing
 from soniq.foreign import as_asyncpg
+from soniq.windows import ExecutionWindow
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
     from soniq.jobs import Task
 
 MAX_KEY_CHARS = 200
+UNBOUNDED = 2_147_483_647  # the max of a lane that only orders jobs (rate limits, windows)
 
 
-class Limit(NamedTuple):
-    """The counter row one job counts against."""
+class RateLimit:
+    """At most ``max`` job starts in any sliding ``window`` seconds. Named: one budget shared
+    by every task that names it; unnamed: the task's own."""
+
+    __slots__ = ("max", "name", "window")
+
+    def __init__(self, max: int, window: float | timedelta, *, name: str | None = None) -> None:
+        if isinstance(max, bool) or not isinstance(max, int) or max < 1:
+            raise SoniqError(
+                SETTINGS_INVALID, f"RateLimit max must be an integer >= 1 (got {max!r})"
+            )
+        seconds = window.total_seconds() if isinstance(window, timedelta) else window
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0.001
+        ):
+            raise SoniqError(
+                SETTINGS_INVALID,
+                f"RateLimit window must be a number of seconds > 0 (at least 0.001) or a "
+                f"timedelta (got {window!r})",
+            )
+        if name is not None and (not isinstance(name, str) or not 0 < len(name) <= 100):
+            raise SoniqError(
+                SETTINGS_INVALID,
+                f"RateLimit name must be a non-empty string of at most 100 characters "
+                f"(got {name!r}); leave it out for a limit of the task's own",
+            )
+        self.max = max
+        self.window = float(seconds)
+        self.name = name
+
+    @property
+    def window_ms(self) -> int:
+        return max(1, round(self.window * 1000))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RateLimit) and (self.max, self.window_ms, self.name) == (
+            other.max,
+            other.window_ms,
+            other.name,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.max, self.window_ms, self.name))
+
+    def __repr__(self) -> str:
+        named = f", name={self.name!r}" if self.name is not None else ""
+        return f"RateLimit({self.max}, {self.window:g}{named})"
+
+    def scope(self, task_name: str) -> str:
+        if self.name is not None:
+            return f"rate:{self.name}"
+        return f"rate.task:{task_name}:{self.max}/{self.window_ms}ms"
+
+    def describe(self) -> dict[str, Any]:
+        return {"max": self.max, "window": self.window, "name": self.name}
+
+
+class Gate(NamedTuple):
+    """One counter row: a concurrency limit (``window_ms`` None) or a rate limit."""
 
     scope: str
     key: str
     max: int
+    window_ms: int | None = None
+
+
+class JobGates(NamedTuple):
+    """The rows one job counts against: its lane and the others."""
+
+    lane: Gate
+    more: tuple[Gate, ...]
+
+    def rows(self) -> tuple[list[str], list[str], list[int], list[int | None]]:
+        """(scopes, keys, maxes, windows) of every row, the lane first."""
+        gates = (self.lane, *self.more)
+        return (
+            [g.scope for g in gates],
+            [g.key for g in gates],
+            [g.max for g in gates],
+            [g.window_ms for g in gates],
+        )
+
+    def more_json(self) -> str | None:
+        return json.dumps([list(g) for g in self.more]) if self.more else None
 
 
 def check_limit(task_name: str, option: str, value: Any) -> int | None:
@@ -72,32 +172,94 @@ def check_limit(task_name: str, option: str, value: Any) -> int | None:
     return value
 
 
-def apply(task: Task[Any, Any], max_concurrency: Any, max_concurrency_per_key: Any) -> None:
-    """Check the task's limits and set them on ``task`` (before it is registered)."""
-    fleet = check_limit(task.name, "max_concurrency", max_concurrency)
-    per_key = check_limit(task.name, "max_concurrency_per_key", max_concurrency_per_key)
-    if fleet is not None and per_key is not None:
+def _rate_limits(task_name: str, value: Any) -> tuple[RateLimit, ...]:
+    if value is None:
+        return ()
+    found = (value,) if isinstance(value, RateLimit) else value
+    if not isinstance(found, (list, tuple)) or not all(isinstance(r, RateLimit) for r in found):
         raise SoniqError(
             SETTINGS_INVALID,
-            f"{task.name}: give max_concurrency or max_concurrency_per_key, not both "
-            "(combining them is not supported yet)",
+            f"rate_limit for {task_name} must be a RateLimit or a list of them "
+            f'(got {value!r}); e.g. rate_limit=RateLimit(100, 60, name="payments-api")',
         )
-    task.max_concurrency = fleet
-    task.max_concurrency_per_key = per_key
+    scopes = [r.scope(task_name) for r in found]
+    if len(set(scopes)) != len(scopes):
+        raise SoniqError(
+            SETTINGS_INVALID,
+            f"rate_limit for {task_name} lists one limit twice ({list(found)!r}); give each once",
+        )
+    return tuple(found)
 
 
-def scope_of(task: Task[Any, Any]) -> tuple[str, int] | None:
-    """(scope, max) of a task's limit, or None."""
-    if task.max_concurrency is not None:
-        return f"task:{task.name}", task.max_concurrency
+def apply(
+    task: Task[Any, Any],
+    registered: dict[str, Task[Any, Any]],
+    max_concurrency: Any,
+    max_concurrency_per_key: Any,
+    rate_limit: Any = None,
+    execution_window: Any = None,
+    tz: Any = "UTC",
+) -> None:
+    """Check the task's limits and set them on ``task`` (before it is registered);
+    ``registered``: the other tasks, whose named rate limits must agree with this one's."""
+    task.max_concurrency = check_limit(task.name, "max_concurrency", max_concurrency)
+    task.max_concurrency_per_key = check_limit(
+        task.name, "max_concurrency_per_key", max_concurrency_per_key
+    )
+    rates = _rate_limits(task.name, rate_limit)
+    for other in registered.values():
+        if other.name == task.name:
+            continue
+        for mine in rates:
+            for theirs in other.rate_limits:
+                if mine.name is not None and mine.name == theirs.name and mine != theirs:
+                    raise SoniqError(
+                        SETTINGS_INVALID,
+                        f"rate limit {mine.name!r} is {mine!r} on {task.name} but {theirs!r} "
+                        f"on {other.name}: a named limit is one budget; give it the same "
+                        "max and window everywhere (or different names)",
+                    )
+    task.rate_limits = rates
+    if execution_window is not None:
+        task.window = ExecutionWindow(execution_window, tz, task.name)
+    elif tz != "UTC":
+        ExecutionWindow("* * * * *", tz, task.name)  # a bad zone is an error on its own too
+
+
+def limited(task: Task[Any, Any] | None) -> bool:
+    """True if jobs of ``task`` are held by a limit or a window."""
+    return task is not None and bool(
+        task.max_concurrency or task.max_concurrency_per_key or task.rate_limits or task.window
+    )
+
+
+def lane_scopes(task: Task[Any, Any]) -> list[str]:
+    """The lanes jobs of ``task`` can be in (claimed by scope)."""
     if task.max_concurrency_per_key is not None:
-        return f"key:{task.name}", task.max_concurrency_per_key
-    return None
+        return [f"key:{task.name}"]
+    out = [f"task:{task.name}"] if task.max_concurrency is not None else []
+    if task.rate_limits or (task.window is not None and task.max_concurrency is None):
+        out.append(f"lane:{task.name}")
+    return out
 
 
-def job_limit(task: Task[Any, Any] | None, job_name: str, concurrency_key: Any) -> Limit | None:
-    """The limit a new job of ``task`` counts against; None for unlimited tasks.
-    Raises ``SONIQ_ENQUEUE_INVALID`` for a missing or unexpected ``concurrency_key``."""
+def _key(option: str, value: Any) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_CHARS:
+        raise SoniqError(
+            ENQUEUE_INVALID,
+            f"{option} must be a non-empty string of at most {MAX_KEY_CHARS} characters "
+            f"(got {value!r})",
+        )
+
+
+def job_gates(
+    task: Task[Any, Any] | None,
+    job_name: str,
+    concurrency_key: Any = None,
+    rate_limit_key: Any = None,
+) -> JobGates | None:
+    """The rows a new job of ``task`` counts against; None for unlimited tasks. Raises
+    ``SONIQ_ENQUEUE_INVALID`` for a missing or unexpected key."""
     per_key = task is not None and task.max_concurrency_per_key is not None
     if concurrency_key is not None:
         if not per_key:
@@ -106,81 +268,141 @@ def job_limit(task: Task[Any, Any] | None, job_name: str, concurrency_key: Any) 
                 f"concurrency_key given, but task {job_name!r} has no max_concurrency_per_key"
                 " (declare it on @app.job, or leave the key out)",
             )
-        if not isinstance(concurrency_key, str) or not 0 < len(concurrency_key) <= MAX_KEY_CHARS:
+        _key("concurrency_key", concurrency_key)
+    if rate_limit_key is not None:
+        if task is None or not task.rate_limits:
             raise SoniqError(
                 ENQUEUE_INVALID,
-                f"concurrency_key must be a non-empty string of at most {MAX_KEY_CHARS} "
-                f"characters (got {concurrency_key!r})",
+                f"rate_limit_key given, but task {job_name!r} has no rate_limit (declare "
+                "rate_limit=RateLimit(...) on @app.job, or leave the key out)",
             )
-    if task is None:
+        _key("rate_limit_key", rate_limit_key)
+    if task is None or not limited(task):
         return None
-    found = scope_of(task)
-    if found is None:
-        return None
-    scope, limit = found
-    if per_key:
+    name = task.name
+    more: list[Gate] = []
+    fleet = task.max_concurrency
+    if task.max_concurrency_per_key is not None:
         if concurrency_key is None:
             raise SoniqError(
                 ENQUEUE_INVALID,
-                f"task {job_name!r} has max_concurrency_per_key={limit}: pass "
-                'concurrency_key="..." to enqueue (the tenant, account... that shares the limit)',
+                f"task {job_name!r} has max_concurrency_per_key="
+                f'{task.max_concurrency_per_key}: pass concurrency_key="..." to enqueue '
+                "(the tenant, account... that shares the limit)",
             )
-        return Limit(scope, concurrency_key, limit)
-    return Limit(scope, "", limit)
+        lane = Gate(f"key:{name}", concurrency_key, task.max_concurrency_per_key)
+        if fleet is not None:
+            more.append(Gate(f"task:{name}", "", fleet))
+    elif fleet is not None and (rate_limit_key is None or not task.rate_limits):
+        lane = Gate(f"task:{name}", "", fleet)
+    else:
+        lane = Gate(f"lane:{name}", rate_limit_key or "", UNBOUNDED)
+        if fleet is not None:
+            more.append(Gate(f"task:{name}", "", fleet))
+    for r in task.rate_limits:
+        more.append(Gate(r.scope(name), rate_limit_key or "", r.max, r.window_ms))
+    return JobGates(lane, tuple(more))
 
 
-def registry_scopes(tasks: dict[str, Task[Any, Any]]) -> tuple[list[str], list[int]]:
-    """The scopes (and their max) of the limited tasks a worker runs."""
-    found = [s for s in (scope_of(t) for t in tasks.values()) if s is not None]
-    return [s for s, _ in found], [m for _, m in found]
+class WorkerGates:
+    """A worker's view of the limits of the tasks it runs."""
+
+    def __init__(self, tasks: dict[str, Task[Any, Any]]) -> None:
+        self.lanes: list[tuple[str, ExecutionWindow | None]] = []
+        sync: dict[str, tuple[int, int | None]] = {}
+        rate: set[str] = set()
+        for task in tasks.values():
+            if not limited(task):
+                continue
+            for scope in lane_scopes(task):
+                self.lanes.append((scope, task.window))
+            if task.max_concurrency_per_key is not None:
+                sync[f"key:{task.name}"] = (task.max_concurrency_per_key, None)
+            if task.max_concurrency is not None:
+                sync[f"task:{task.name}"] = (task.max_concurrency, None)
+            sync[f"lane:{task.name}"] = (UNBOUNDED, None)
+            for r in task.rate_limits:
+                sync[r.scope(task.name)] = (r.max, r.window_ms)
+                rate.add(r.scope(task.name))
+        self.sync_scopes = list(sync)
+        self.sync_maxes = [m for m, _ in sync.values()]
+        self.sync_windows = [w for _, w in sync.values()]
+        self.rate_scopes = sorted(rate)
+        current = {s for s, _ in self.lanes}
+        self.stale = [
+            s
+            for name in tasks
+            for s in (f"task:{name}", f"key:{name}", f"lane:{name}")
+            if s not in current
+        ]
+
+    def __bool__(self) -> bool:
+        return bool(self.lanes)
+
+    def open_lanes(self, now: datetime | None = None) -> list[str]:
+        """The lanes to claim from now (those of tasks whose window is closed left out)."""
+        if all(w is None for _, w in self.lanes):
+            return [s for s, _ in self.lanes]
+        at = now or datetime.now(timezone.utc)
+        return [s for s, w in self.lanes if w is None or w.is_open(at)]
+
+    def until_a_window_opens(self, now: datetime | None = None) -> float | None:
+        """Seconds until the first closed window of this worker's tasks opens, or None."""
+        at = now or datetime.now(timezone.utc)
+        waits = [
+            w.seconds_until_open(at) for _, w in self.lanes if w is not None and not w.is_open(at)
+        ]
+        found = [s for s in waits if s is not None]
+        return min(found) if found else None
 
 
 def summary(described: dict[str, Any]) -> str:
-    """One table cell for ``describe``'s keys: "max 3", "max 1 per key" or "-"."""
+    """One table cell for ``describe``'s keys, e.g. "max 3; 10 per 1s (api)", or "-"."""
+    parts = []
     if described.get("max_concurrency") is not None:
-        return f"max {described['max_concurrency']}"
+        parts.append(f"max {described['max_concurrency']}")
     if described.get("max_concurrency_per_key") is not None:
-        return f"max {described['max_concurrency_per_key']} per key"
-    return "-"
-
-
-def stale_scopes(tasks: dict[str, Task[Any, Any]]) -> list[str]:
-    """Scopes of limits the registered tasks do not declare (any more): their queued jobs
-    are released to the plain claim when a worker starts."""
-    out = []
-    current = {s for s, _ in (scope_of(t) or ("", 0) for t in tasks.values())}
-    for name in tasks:
-        out += [s for s in (f"task:{name}", f"key:{name}") if s not in current]
-    return out
+        parts.append(f"max {described['max_concurrency_per_key']} per key")
+    for r in described.get("rate_limits") or []:
+        parts.append(
+            f"{r['max']} per {r['window']:g}s" + (f" ({r['name']})" if r.get("name") else "")
+        )
+    if described.get("execution_window"):
+        parts.append(f"window {described['execution_window']} {described['timezone']}")
+    return "; ".join(parts) or "-"
 
 
 def describe(task: Task[Any, Any]) -> dict[str, Any]:
-    """The limits of ``task``, for ``soniq tasks``."""
+    """The limits and window of ``task``, for ``soniq tasks``."""
+    window = task.window
     return {
         "max_concurrency": task.max_concurrency,
         "max_concurrency_per_key": task.max_concurrency_per_key,
+        "rate_limits": [r.describe() for r in task.rate_limits],
+        "execution_window": window.expression if window is not None else None,
+        "timezone": window.timezone if window is not None else None,
     }
 
 
 async def enqueue_limited(
     app: Soniq,
-    limit: Limit,
+    gates: JobGates,
     ids: list[str],
     connection: Any,
     insert: Callable[[Any], Awaitable[list[str]]],
 ) -> list[str]:
     """Run ``insert`` (the usual enqueue statement) and mark the jobs ``ids`` it inserted as
-    counting against ``limit``, in one transaction (the caller's, with ``connection=``), so
+    counting against ``gates``, in one transaction (the caller's, with ``connection=``), so
     no worker ever sees them unmarked."""
     db = await app.database()
 
     async def run(conn: Any) -> list[str]:
         async with conn.transaction():
-            await db.limit_ensure(conn, limit.scope, limit.key, limit.max)
+            await db.limit_ensure(conn, gates)
             got = await insert(conn)
             mine = [i for i in got if i in set(ids)]  # not a dedup hit's older job
             if mine:
-                await db.job_set_limit(conn, mine, limit.scope, limit.key)
+                await db.job_set_limit(conn, mine, gates)
             return got
 
     try:
@@ -198,11 +420,11 @@ async def _asyncpg(connection: Any) -> Any:
     return await as_asyncpg(connection)
 
 
-async def insert_one(app: Soniq, job: Any, limit: Limit, connection: Any) -> str:
-    """Insert ``job`` (no dedup key, no extras) counting against ``limit``: one statement."""
+async def insert_one(app: Soniq, job: Any, gates: JobGates, connection: Any) -> str:
+    """Insert ``job`` (no dedup key, no extras) counting against ``gates``: one statement."""
     db = await app.database()
     try:
-        await db.job_insert_limited(await _asyncpg(connection), job, limit)
+        await db.job_insert_limited(await _asyncpg(connection), job, gates)
     except asyncpg.UndefinedTableError:
         raise schema_missing(app.schema) from None
     for observer in app.observers:
@@ -210,11 +432,11 @@ async def insert_one(app: Soniq, job: Any, limit: Limit, connection: Any) -> str
     return str(job.id)
 
 
-async def insert_many(app: Soniq, jobs: Any, limit: Limit, connection: Any) -> list[str]:
+async def insert_many(app: Soniq, jobs: Any, gates: JobGates, connection: Any) -> list[str]:
     """``enqueue_many`` of a limited task: one statement."""
     db = await app.database()
     try:
-        await db.job_insert_many_limited(await _asyncpg(connection), jobs, limit)
+        await db.job_insert_many_limited(await _asyncpg(connection), jobs, gates)
     except asyncpg.UndefinedTableError:
         raise schema_missing(app.schema) from None
     for observer in app.observers:

@@ -34,6 +34,7 @@ log = logging.getLogger("soniq.maintenance")
 
 PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 20
+RATE_ROW_IDLE = 3600.0  # a rate-limit row unused this long (and a window) is deleted
 
 
 Acquire = Callable[[], AbstractAsyncContextManager[Any]]
@@ -84,6 +85,7 @@ async def prune(app: Soniq, acquire: Acquire | None = None) -> tuple[int, int]:
         app, acquire, db.periodic_tick_prune, max(app.settings.result_ttl, 3600.0)
     )
     keys = await _in_batches(app, acquire, db.idempotency_prune, 0.0)
+    await _in_batches(app, acquire, db.limit_prune, RATE_ROW_IDLE)  # rate-limit state
     async with acquire() as conn:
         workers = await db.worker_prune(conn, max(app.settings.heartbeat_timeout * 10, 3600.0))
     if jobs or workers or ticks or keys:
@@ -258,12 +260,8 @@ class Maintenance:
             if rescued and self.on_rescued is not None:
                 self.on_rescued()
             left = max(0.001, left - (time.monotonic() - started))
-            await asyncio.wait_for(
-                expire_queued(self.app, self.acquire), min(RESCUE_TIMEOUT, left)
-            )
+            await asyncio.wait_for(expire_queued(self.app, self.acquire), min(RESCUE_TIMEOUT, left))
         elif name == "prune":
             await asyncio.wait_for(prune(self.app, self.acquire), min(PRUNE_TIMEOUT, left))
         else:
-            await vacuum_if_needed(
-                self.app, self.acquire, None if math.isinf(left) else left
-            )
+            await vacuum_if_needed(self.app, self.acquire, None if math.isinf(left) else left)

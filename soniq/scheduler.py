@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from soniq import limits
 from soniq.aio import cancel_and_wait, wait_event
 from soniq.connection import application_name
 from soniq.db import Conn, Database
@@ -231,8 +232,11 @@ class Scheduler:
         tick_job = job._replace(id=new_id())
         task = self.app.registry.tasks.get(schedule.job_name)
         expires_after = task.expires_after if task is not None else None
+        gates = limits.job_gates(task, schedule.job_name)  # checked at registration
         claimed, job_id = await _timed(
-            db.schedule_tick_enqueue(conn, schedule.name, tick, tick_job, following, expires_after)
+            db.schedule_tick_enqueue(
+                conn, schedule.name, tick, tick_job, following, expires_after, gates
+            )
         )
         if job_id is not None:
             log.debug("schedule %s: tick %s -> job %s", schedule.name, tick.isoformat(), job_id)

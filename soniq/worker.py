@@ -107,9 +107,10 @@ class Worker:
         self._wakeups: Subscription | None = None
         self.control: WorkerControl
         self.paused = PausedSet()  # flow control: queues left out of the claim
-        # flow control: counter-row scopes of the limited tasks this worker runs
-        self.limit_scopes, self._limit_maxes = limits.registry_scopes(app.registry.tasks)
+        # flow control: the limits and windows of the tasks this worker runs
+        self.gates = limits.WorkerGates(app.registry.tasks)
         self._limits_synced = False
+        self._rate_room_at: float | None = None  # loop time when a full rate limit has room
 
     @property
     def db(self) -> Database:
@@ -295,7 +296,22 @@ class Worker:
                 and not self.more_work.is_set()
             ):
                 return
-            await self._wait(self.more_work, self.slot_free, reporter.pending, timeout=poll)
+            await self._wait(
+                self.more_work, self.slot_free, reporter.pending, timeout=self._idle_timeout(poll)
+            )
+
+    def _idle_timeout(self, poll: float) -> float:
+        """How long to wait for a wake-up: the poll, or less when a closed execution window
+        opens or a full rate limit has room again before it (no NOTIFY tells of those)."""
+        if not self.gates:
+            return poll
+        timeout = poll
+        opens = self.gates.until_a_window_opens()
+        if opens is not None:
+            timeout = min(timeout, opens + 0.01)
+        if self._rate_room_at is not None:
+            timeout = min(timeout, self._rate_room_at - asyncio.get_running_loop().time())
+        return max(timeout, 0.001)
 
     async def _wait(self, *flags: WakeFlag, timeout: float) -> None:
         await wait_any(self._wake, self.stop, flags, timeout)
@@ -343,19 +359,25 @@ class Worker:
             self.paused.stale = True  # no notifier: read the paused set every claim
         await self.paused.refresh(self.db, conn)
         queues, paused = self.paused.claim_queues(self.queues)
-        if queues == [] or self.limit_scopes:  # outcomes first, in their own statement
+        if queues == [] or self.gates:  # outcomes first, in their own statement
             if len(batch):
                 await self.db.job_report(conn, self.worker_id, batch)
             if queues == []:  # every queue of this worker is paused
                 return 0
+        gates = self.gates
         if not self._limits_synced:  # this worker's decorators set each limit's max
-            await self.db.limit_sync_max(conn, self.limit_scopes, self._limit_maxes)
-            await self.db.job_unlimit_stale(conn, limits.stale_scopes(self.app.registry.tasks))
+            await self.db.limit_sync(conn, gates.sync_scopes, gates.sync_maxes, gates.sync_windows)
+            await self.db.job_unlimit_stale(conn, gates.stale)
             self._limits_synced = True
-        if self.limit_scopes:
-            rows = await self.db.job_claim_limited(
-                conn, self.worker_id, limit, self.limit_scopes, queues, paused
+        if gates:
+            rows = await self.db.job_claim_gated(
+                conn, self.worker_id, limit, gates.open_lanes(), queues, paused
             )
+            self._rate_room_at = None
+            if len(rows) < limit and gates.rate_scopes:  # held by a full rate limit?
+                wait = await self.db.gate_next_free(conn, gates.rate_scopes)
+                if wait is not None:
+                    self._rate_room_at = asyncio.get_running_loop().time() + wait + 0.005
         else:
             rows = await self.db.job_report_and_claim(
                 conn, self.worker_id, limit, queues, batch, paused

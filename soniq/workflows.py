@@ -17,6 +17,7 @@ from soniq.enqueue import NewJob, new_job
 from soniq.errors import ENQUEUE_INVALID, SoniqError, schema_missing
 from soniq.foreign import as_asyncpg
 from soniq.ids import new_id
+from soniq.limits import limited
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
@@ -188,11 +189,12 @@ class Workflow:
             raise SoniqError(ENQUEUE_INVALID, "this workflow was already enqueued; build a new one")
         job = new_job(self.app.registry, self.app.settings, target, args, kwargs, queue, priority)
         task = self.app.registry.tasks.get(job.job_name)
-        if task is not None and (task.max_concurrency or task.max_concurrency_per_key):
+        if limited(task):
             raise SoniqError(
                 ENQUEUE_INVALID,
-                f"{job.job_name} has a concurrency limit; workflow steps cannot carry one in "
-                "this version. Fix: enqueue it on its own, or use a task without the limit",
+                f"{job.job_name} has flow-control limits (concurrency, rate or window); workflow "
+                "steps cannot carry them in this version. Fix: enqueue it on its own, or use a "
+                "task without them",
             )
         step_name = job.job_name if name is None else name
         if not isinstance(step_name, str) or not step_name:

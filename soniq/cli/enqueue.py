@@ -75,6 +75,7 @@ def enqueue(
     modules (SONIQ_JOBS_MODULES or --jobs-modules) register; --no-validate skips them.
     """
     args = _parse_args(raw_args)
+
     async def go(app: Soniq) -> None:
         job_id = await app.enqueue(
             name,

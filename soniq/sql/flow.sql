@@ -33,110 +33,113 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
 )
 {_job_claim_set}
 
--- name: job_claim_limited
--- The claim of a worker that serves tasks with concurrency limits (soniq/limits.py explains
--- why it is correct): the plain due jobs, plus, for each counter row of the scopes $2 that
--- has a free slot and a due job, up to its free slots of its jobs in claim order. The
--- counter rows are locked FOR UPDATE SKIP LOCKED (a row another claimer holds is skipped
--- this round) and raised by the jobs admitted, in this statement. $3: the worker's queues
--- (NULL: all); $4: paused queues to leave out. Outcomes are written before, by job_report:
--- this statement never waits on a lock while it holds counter rows.
-WITH plain AS (
+-- name: job_claim_gated
+-- The claim of a worker that serves tasks with limits or windows (soniq/limits.py explains
+-- why it is correct): the jobs soniq_gate_claim admits on the lanes $2 (the open ones of
+-- this worker's limited tasks), topped up with plain due jobs to {limit}. Every admitted job
+-- is claimed (its slots are already taken); the plain rows locked beyond {limit} are left.
+-- $3: the worker's queues (NULL: all); $4: paused queues to leave out. Outcomes are written
+-- before, by job_report: this statement never waits on a lock while it holds counter rows.
+WITH gated AS MATERIALIZED (
+    SELECT g.id FROM {schema}.soniq_gate_claim($2::text[], $3::text[], $4::text[], {limit})
+        AS g(id)
+), plain AS (
     SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL
       AND ($3::text[] IS NULL OR queue = ANY($3::text[])) AND NOT (queue = ANY($4::text[]))
     ORDER BY priority, scheduled_at, id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED
-), lim AS (
-    SELECT l.scope, l.key, l.max - l.running AS free FROM {schema}.soniq_limits AS l
-    WHERE l.scope = ANY($2::text[]) AND l.running < l.max
-      AND EXISTS (
-          SELECT 1 FROM {schema}.soniq_jobs AS q
-          WHERE q.limit_scope = l.scope AND q.limit_key = l.key AND q.status = 'queued'
-            AND q.scheduled_at <= now())
-    ORDER BY l.running, l.scope, l.key
-    LIMIT {limit}
-    FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT c.id, c.priority, c.scheduled_at, c.expires_at, lim.scope, lim.key
-    FROM lim CROSS JOIN LATERAL (
-        SELECT id, priority, scheduled_at, expires_at FROM {schema}.soniq_jobs AS q
-        WHERE q.limit_scope = lim.scope AND q.limit_key = lim.key AND q.status = 'queued'
-          AND q.scheduled_at <= now()
-          AND ($3::text[] IS NULL OR q.queue = ANY($3::text[]))
-          AND NOT (q.queue = ANY($4::text[]))
-        ORDER BY priority, scheduled_at, id
-        LIMIT lim.free
-        FOR UPDATE SKIP LOCKED
-    ) AS c
 ), due AS (
-    SELECT id FROM (
-        SELECT id, priority, scheduled_at FROM plain
-        UNION ALL
-        SELECT id, priority, scheduled_at FROM picked
-    ) AS u
-    ORDER BY priority, scheduled_at, id
-    LIMIT {limit}
-), bump AS (
-    UPDATE {schema}.soniq_limits AS l SET running = l.running + n.admitted
-    FROM (SELECT p.scope, p.key, count(*) AS admitted FROM picked AS p
-          WHERE p.id IN (SELECT id FROM due) AND (p.expires_at IS NULL OR p.expires_at > now())
-          GROUP BY p.scope, p.key) AS n
-    WHERE l.scope = n.scope AND l.key = n.key
+    SELECT id FROM gated
+    UNION ALL
+    (SELECT id FROM plain ORDER BY priority, scheduled_at, id
+     LIMIT (SELECT {limit} - count(*) FROM gated))
 )
 {_job_claim_set}
 
+-- name: gate_next_free
+-- Seconds (database clock) until the first of the rate limits $1 that is full has room
+-- again; NULL when none is full. The worker sleeps at most that long.
+SELECT EXTRACT(EPOCH FROM min(full_until) - clock_timestamp())::float8
+FROM {schema}.soniq_limits
+WHERE scope = ANY($1::text[]) AND full_until > clock_timestamp()
+
 -- name: limit_ensure
--- The counter row of a limited job's limit (enqueue): created if missing, never locked (a
--- long enqueueing transaction must not hold claimers off the row).
-INSERT INTO {schema}.soniq_limits (scope, key, max) VALUES ($1, $2, $3)
+-- The counter rows ($1 scopes, $2 keys, $3 max, $4 window_ms) of a limited job (enqueue):
+-- created if missing, never locked (a long enqueueing transaction must not hold claimers off).
+INSERT INTO {schema}.soniq_limits (scope, key, max, window_ms)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
 ON CONFLICT (scope, key) DO NOTHING
 
 -- name: job_set_limit
--- Mark the jobs $1 (just inserted in this transaction) as counting against limit ($2, $3).
-UPDATE {schema}.soniq_jobs SET limit_scope = $2, limit_key = $3 WHERE id = ANY($1::uuid[])
+-- Mark the jobs $1 (just inserted in this transaction) as counting against lane ($2, $3)
+-- and the other rows $4 (jsonb, NULL for none).
+UPDATE {schema}.soniq_jobs SET limit_scope = $2, limit_key = $3, limit_more = $4::jsonb
+WHERE id = ANY($1::uuid[])
 
 -- name: limit_sync_max
--- A worker's registered limits are the authority for max: scopes $1 with max $2.
-UPDATE {schema}.soniq_limits AS l SET max = v.max
-FROM unnest($1::text[], $2::int[]) AS v(scope, max)
-WHERE l.scope = v.scope AND l.max <> v.max
+-- A worker's registered limits are the authority for max and window: scopes $1 with max $2
+-- and window_ms $3 (NULL: a concurrency limit).
+UPDATE {schema}.soniq_limits AS l SET max = v.max, window_ms = v.window_ms
+FROM unnest($1::text[], $2::int[], $3::bigint[]) AS v(scope, max, window_ms)
+WHERE l.scope = v.scope AND (l.max <> v.max OR l.window_ms IS DISTINCT FROM v.window_ms)
 
 -- name: job_unlimit_stale
--- Queued jobs enqueued under a limit their task no longer declares (scopes $1: the other
--- limit kinds of this worker's tasks) become plain jobs, so they are never stranded.
-UPDATE {schema}.soniq_jobs SET limit_scope = NULL, limit_key = NULL
+-- Queued jobs enqueued under a lane their task no longer declares (scopes $1) become plain
+-- jobs, so they are never stranded.
+UPDATE {schema}.soniq_jobs SET limit_scope = NULL, limit_key = NULL, limit_more = NULL
 WHERE status = 'queued' AND limit_scope = ANY($1::text[])
 
 -- name: limit_list
-SELECT scope, key, max, running FROM {schema}.soniq_limits ORDER BY scope, key
+SELECT scope, key, max, running, window_ms,
+       cardinality(starts) AS recent_starts, full_until
+FROM {schema}.soniq_limits ORDER BY scope, key
+
+-- name: limit_prune
+-- Rate-limit rows unused for $1 seconds (and at least a window): their starts are all past.
+-- A queued job that still names one has it created again, empty, when it is admitted.
+-- Concurrency rows are kept: a queued job is found through its lane's row.
+DELETE FROM {schema}.soniq_limits WHERE ctid IN (
+    SELECT ctid FROM {schema}.soniq_limits
+    WHERE window_ms IS NOT NULL
+      AND used_at < now() - GREATEST($1::float8 * 1000, window_ms) * interval '1 millisecond'
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING scope
 
 -- name: job_insert_limited
--- A job of a limited task (no dedup key) with its limit ($9, $10) and the limit's counter
--- row (max $11) created if missing, in one statement; wakes workers ($8) if due.
+-- A job of a limited task (no dedup key) with its lane ($9[1], $10[1]) and other rows ($13),
+-- the counter rows ($9 scopes, $10 keys, $11 max, $12 window_ms) created if missing, in one
+-- statement; wakes workers ($8) if due.
 WITH lim AS (
-    INSERT INTO {schema}.soniq_limits (scope, key, max) VALUES ($9, $10, $11)
+    INSERT INTO {schema}.soniq_limits (scope, key, max, window_ms)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::int[], $12::bigint[])
     ON CONFLICT (scope, key) DO NOTHING
 ), ins AS (
     INSERT INTO {schema}.soniq_jobs
-        (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()), $9, $10)
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key,
+         limit_more)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, COALESCE($7, now()), ($9::text[])[1],
+            ($10::text[])[1], $13::jsonb)
     RETURNING queue, scheduled_at
 )
 SELECT CASE WHEN scheduled_at <= now() THEN pg_notify($8, queue) END FROM ins
 
 -- name: job_insert_many_limited
--- job_insert_many for a limited task: every job counts against limit ($9, $10), whose
--- counter row (max $11) is created if missing.
+-- job_insert_many for a limited task: every job counts against the same rows (as above).
 WITH lim AS (
-    INSERT INTO {schema}.soniq_limits (scope, key, max) VALUES ($9, $10, $11)
+    INSERT INTO {schema}.soniq_limits (scope, key, max, window_ms)
+    SELECT * FROM unnest($9::text[], $10::text[], $11::int[], $12::bigint[])
     ON CONFLICT (scope, key) DO NOTHING
 ), wake AS (
     SELECT CASE WHEN COALESCE($7, now()) <= now() THEN pg_notify($8, $3) END
 )
 INSERT INTO {schema}.soniq_jobs
-    (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key)
-SELECT t.id, $2, $3, $4, t.args, $6, COALESCE($7, now()), $9, $10
+    (id, job_name, queue, priority, args, max_attempts, scheduled_at, limit_scope, limit_key,
+     limit_more)
+SELECT t.id, $2, $3, $4, t.args, $6, COALESCE($7, now()), ($9::text[])[1], ($10::text[])[1],
+       $13::jsonb
 FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb)) AS t(id, args),
      wake

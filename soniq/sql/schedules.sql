@@ -33,8 +33,14 @@ RETURNING next_run_at, last_tick
 -- last tick, for pruned rows) decide; the job is inserted only if the tick row was. With a
 -- dedup key $9 the job is skipped while the previous one is still active. Moves the
 -- schedule's next run to $10. One statement, so two leaders still make one job. $12: the
--- task's expires_after (seconds from now), or NULL.
-WITH tick AS (
+-- task's expires_after (seconds from now), or NULL. $13-$17: the job's flow-control rows
+-- (scopes, keys, maxes, windows: the lane first; created if missing) and limit_more; NULL
+-- for a task without limits.
+WITH lim AS (
+    INSERT INTO {schema}.soniq_limits (scope, key, max, window_ms)
+    SELECT * FROM unnest($13::text[], $14::text[], $15::int[], $16::bigint[])
+    ON CONFLICT (scope, key) DO NOTHING
+), tick AS (
     INSERT INTO {schema}.soniq_periodic_ticks (schedule_name, tick, job_id)
     SELECT $1, $2, $3
     WHERE NOT EXISTS (SELECT 1 FROM {schema}.soniq_schedules
@@ -43,9 +49,11 @@ WITH tick AS (
     RETURNING job_id
 ), job AS (
     INSERT INTO {schema}.soniq_jobs
-        (id, job_name, queue, priority, args, max_attempts, scheduled_at, dedup_key, expires_at)
+        (id, job_name, queue, priority, args, max_attempts, scheduled_at, dedup_key, expires_at,
+         limit_scope, limit_key, limit_more)
     SELECT job_id, $4, $5, $6, $7::jsonb, $8, LEAST($2, now()), $9,
-           now() + make_interval(secs => $12::float8)
+           now() + make_interval(secs => $12::float8), ($13::text[])[1], ($14::text[])[1],
+           $17::jsonb
     FROM tick
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('queued', 'processing')
     DO NOTHING

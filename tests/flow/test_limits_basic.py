@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from soniq import Soniq, SoniqError, task_ref
+from soniq import RateLimit, Soniq, SoniqError, task_ref
 
 
 async def _limits(app: Soniq) -> dict[tuple[str, str], tuple[int, int]]:
@@ -74,7 +74,13 @@ async def test_per_key_needs_a_key_and_limits_each_key(app: Soniq) -> None:
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"max_concurrency": "3"}, "max_concurrency"),
         ({"max_concurrency_per_key": -1}, "max_concurrency_per_key"),
-        ({"max_concurrency": 2, "max_concurrency_per_key": 1}, "not both"),
+        ({"rate_limit": 10}, "RateLimit"),
+        ({"rate_limit": [RateLimit(1, 1), RateLimit(1, 1)]}, "twice"),
+        ({"execution_window": "* 9-17 * *"}, "5-field"),
+        ({"execution_window": "* 25 * * *"}, "not a valid cron"),
+        ({"execution_window": "* * 31 2 *"}, "never matches"),
+        ({"execution_window": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"timezone": "Nowhere/At_all"}, "unknown time zone"),
     ],
 )
 def test_bad_limits_are_refused_at_registration(
@@ -140,9 +146,9 @@ async def test_limited_tasks_refuse_after_and_workflow_steps(app: Soniq) -> None
     with pytest.raises(SoniqError) as info:
         await app.enqueue(capped, after=parent)
     assert info.value.error_code == "SONIQ_ENQUEUE_INVALID"
-    assert "concurrency limit" in info.value.message
+    assert "flow-control limits" in info.value.message
     wf = app.workflow()
     with pytest.raises(SoniqError) as info:
         wf.add(capped)
-    assert "concurrency limit" in info.value.message
+    assert "flow-control limits" in info.value.message
     assert len(await app.list_jobs()) == 1  # only the parent
