@@ -301,29 +301,34 @@ class Database:
     # -- flow control: limits (soniq/limits.py) ---------------------------------------------
 
     def claim_gated_query(self, limit: int) -> str:
-        key = ("job_claim_gated", limit)
+        key = ("job_report_and_claim_gated", limit)
         text = self._claim_texts.get(key)
         if text is None:
-            text = self.q["job_claim_gated"].replace("{limit}", str(int(limit)))
+            text = self.q["job_report_and_claim_gated"].replace("{limit}", str(int(limit)))
             self._claim_texts[key] = text
         return text
 
-    async def job_claim_gated(
+    async def job_report_and_claim_gated(
         self,
         conn: Conn,
         worker_id: str,
         limit: int,
+        batch: Batch,
         lanes: Sequence[str],
         queues: Sequence[str] | None,
         paused: Sequence[str],
+        simple: Sequence[str],
     ) -> list[Row]:
-        """Claim up to ``limit`` jobs, admitting limited ones of ``lanes`` by their rows."""
+        """Record ``batch`` and claim up to ``limit`` jobs, admitting limited ones of
+        ``lanes`` by their rows (``simple``: lanes of tasks with no other limit)."""
         return await conn.fetch(  # type: ignore[no-any-return]
             self.claim_gated_query(limit),
-            worker_id,
+            *_report_args(worker_id, batch),
             list(lanes),
             list(queues) if queues else None,
             list(paused),
+            list(simple),
+            self.channel,
         )
 
     async def gate_next_free(self, conn: Conn, rate_scopes: Sequence[str]) -> float | None:

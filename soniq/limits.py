@@ -309,6 +309,7 @@ class WorkerGates:
 
     def __init__(self, tasks: dict[str, Task[Any, Any]]) -> None:
         self.lanes: list[tuple[str, ExecutionWindow | None]] = []
+        self.simple: list[str] = []  # lanes whose jobs have no other row to take a slot in
         sync: dict[str, tuple[int, int | None]] = {}
         rate: set[str] = set()
         for task in tasks.values():
@@ -316,6 +317,10 @@ class WorkerGates:
                 continue
             for scope in lane_scopes(task):
                 self.lanes.append((scope, task.window))
+            if not task.rate_limits and not (
+                task.max_concurrency is not None and task.max_concurrency_per_key is not None
+            ):
+                self.simple += lane_scopes(task)
             if task.max_concurrency_per_key is not None:
                 sync[f"key:{task.name}"] = (task.max_concurrency_per_key, None)
             if task.max_concurrency is not None:

@@ -359,19 +359,25 @@ class Worker:
             self.paused.stale = True  # no notifier: read the paused set every claim
         await self.paused.refresh(self.db, conn)
         queues, paused = self.paused.claim_queues(self.queues)
-        if queues == [] or self.gates:  # outcomes first, in their own statement
+        if queues == []:  # every queue of this worker is paused: outcomes only
             if len(batch):
                 await self.db.job_report(conn, self.worker_id, batch)
-            if queues == []:  # every queue of this worker is paused
-                return 0
+            return 0
         gates = self.gates
         if not self._limits_synced:  # this worker's decorators set each limit's max
             await self.db.limit_sync(conn, gates.sync_scopes, gates.sync_maxes, gates.sync_windows)
             await self.db.job_unlimit_stale(conn, gates.stale)
             self._limits_synced = True
         if gates:
-            rows = await self.db.job_claim_gated(
-                conn, self.worker_id, limit, gates.open_lanes(), queues, paused
+            rows = await self.db.job_report_and_claim_gated(
+                conn,
+                self.worker_id,
+                limit,
+                batch,
+                gates.open_lanes(),
+                queues,
+                paused,
+                gates.simple,
             )
             self._rate_room_at = None
             if len(rows) < limit and gates.rate_scopes:  # held by a full rate limit?

@@ -33,20 +33,28 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
 )
 {_job_claim_set}
 
--- name: job_claim_gated
--- The claim of a worker that serves tasks with limits or windows (soniq/limits.py explains
--- why it is correct): the jobs soniq_gate_claim admits on the lanes $2 (the open ones of
--- this worker's limited tasks), topped up with plain due jobs to {limit}. Every admitted job
--- is claimed (its slots are already taken); the plain rows locked beyond {limit} are left.
--- $3: the worker's queues (NULL: all); $4: paused queues to leave out. Outcomes are written
--- before, by job_report: this statement never waits on a lock while it holds counter rows.
-WITH gated AS MATERIALIZED (
-    SELECT g.id FROM {schema}.soniq_gate_claim($2::text[], $3::text[], $4::text[], {limit})
-        AS g(id)
+-- name: job_report_and_claim_gated
+-- The one round trip of a worker that serves tasks with limits or windows (soniq/limits.py
+-- explains why it is correct): record outcomes (see _job_report), give back the slots of the
+-- limited jobs they end ("freed": soniq_gate_claim does it first, in lock order, and the
+-- release trigger then leaves those rows alone), admit jobs on the lanes $11 (the open ones
+-- of this worker's limited tasks; $14: those of tasks with no other limit), and top up with
+-- plain due jobs to {limit}. Every admitted job is claimed (its slots are taken); plain rows
+-- locked beyond {limit} are left. $12: the worker's queues (NULL: all); $13: paused queues;
+-- $15: the wake-up channel.
+{_job_report}, freed AS (
+    SELECT queue, limit_scope, limit_key, limit_more FROM done WHERE limit_scope IS NOT NULL
+    UNION ALL
+    SELECT queue, limit_scope, limit_key, limit_more FROM other WHERE limit_scope IS NOT NULL
+), gated AS MATERIALIZED (
+    SELECT g.id FROM {schema}.soniq_gate_claim(
+        $11::text[], $14::text[], $12::text[], $13::text[], {limit},
+        (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more))
+         FROM freed), $15) AS g(id)
 ), plain AS (
     SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL
-      AND ($3::text[] IS NULL OR queue = ANY($3::text[])) AND NOT (queue = ANY($4::text[]))
+      AND ($12::text[] IS NULL OR queue = ANY($12::text[])) AND NOT (queue = ANY($13::text[]))
     ORDER BY priority, scheduled_at, id
     LIMIT {limit}
     FOR UPDATE SKIP LOCKED

@@ -58,14 +58,16 @@ FROM ROWS FROM (unnest($1::text::uuid[]), jsonb_array_elements($5::text::jsonb))
 -- traceback. Only a failed attempt (error not null) appends to the job's errors.
 -- A job whose abort was asked (cancel_requested_at) ends cancelled ("aborted") whatever its
 -- outcome: the CASEs are re-evaluated on the row as locked, so an abort that commits while
--- this statement waits is still honoured, and there is no second statement to race.
+-- this statement waits is still honoured, and there is no second statement to race. Both
+-- return the flow-control rows of each job they take out of `processing` (NULL but for
+-- limited jobs), which job_report_and_claim_gated gives back itself.
 WITH done AS (
     UPDATE {schema}.soniq_jobs AS j
     SET status = CASE WHEN j.cancel_requested_at IS NULL THEN 'done' ELSE 'cancelled' END,
         finished_at = now(), result = r.result, {_job_abort_reason}
     FROM unnest($2::uuid[], $3::jsonb[]) AS r(id, result)
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.limit_scope, j.limit_key, j.limit_more
 ), other AS (
     UPDATE {schema}.soniq_jobs AS j
     SET status = CASE WHEN j.cancel_requested_at IS NULL THEN r.status ELSE 'cancelled' END,
@@ -88,7 +90,7 @@ WITH done AS (
                 $10::text[])
          AS r(id, status, delay, refund, error, reason, traceback)
     WHERE j.id = r.id AND j.status = 'processing' AND j.worker_id = $1
-    RETURNING j.id
+    RETURNING j.id, j.queue, j.limit_scope, j.limit_key, j.limit_more
 )
 
 -- name: _job_abort_reason
@@ -120,7 +122,8 @@ SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM other) AS recorded
 -- literal, not a parameter: a generic plan for "LIMIT $n" guesses thousands of rows and
 -- hash-joins the whole table; with the literal the plan stays an index walk whatever the
 -- backlog. The claim does not see rows re-queued by this same statement. Jobs of tasks with
--- a concurrency limit (limit_scope set) are claimed by job_claim_limited (sql/flow.sql).
+-- flow-control limits (limit_scope set) are claimed by job_report_and_claim_gated
+-- (sql/flow.sql).
 {_job_report}, due AS (
     SELECT id FROM {schema}.soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL

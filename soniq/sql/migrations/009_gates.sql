@@ -19,10 +19,15 @@ ALTER TABLE {schema}.soniq_limits ADD COLUMN IF NOT EXISTS used_at timestamptz N
 
 -- Release: every concurrency row the job took a slot in (its lane, and the rows of
 -- limit_more without a window) gives the slot back, in the statement that takes the job out
--- of `processing`. Rate rows keep their starts: a start stays in the window.
+-- of `processing`. Rate rows keep their starts: a start stays in the window. A worker's
+-- report-and-claim statement gives back its own jobs' slots itself (soniq_gate_claim, in
+-- lock order, before it claims) and marks its transaction so that this trigger skips them.
 CREATE OR REPLACE FUNCTION {schema}.soniq_limit_release() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF current_setting('soniq.slots_given_back', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     UPDATE {schema}.soniq_limits SET running = GREATEST(running - 1, 0)
     WHERE scope = OLD.limit_scope AND key = OLD.limit_key;
     IF OLD.limit_more IS NOT NULL THEN
@@ -92,36 +97,123 @@ BEGIN
 END
 $$;
 
--- Admit up to p_n due jobs of the lanes p_scopes (queues p_queues, NULL: all; minus the
--- paused p_paused): lock each lane with room and a due job FOR NO KEY UPDATE SKIP LOCKED, take
--- its due jobs in claim order while the lane has room and every row of the job's limit_more
--- gives a slot (the first job refused ends the lane's turn: order within a lane is kept),
--- raise the lane's `running`, and return the ids. The caller's statement moves them to
--- `processing` in the same transaction. Expired jobs are left to the expiry sweep.
+-- First give back the slots of p_freed, the limited jobs the calling statement takes out of
+-- `processing` ([queue, lane scope, lane key, limit_more] each): one UPDATE per row, in
+-- (scope, key) order, so two workers giving back never deadlock, and before any claim lock is
+-- taken (claims only lock with SKIP LOCKED: nothing waits while holding one), and wake the
+-- workers on p_channel. Then admit up to p_n due jobs of the lanes p_scopes (queues
+-- p_queues, NULL: all; minus the paused p_paused). Lanes are visited least busy, then least
+-- recently served first; each one with a due job is locked FOR NO KEY UPDATE SKIP LOCKED (a
+-- lane another claimer holds is skipped), its due jobs are taken in claim order while it has
+-- room, and its `running` is raised. The lanes p_simple (tasks with no other limit) are done
+-- in one statement; in the others each job must also get a slot in every row of its
+-- limit_more (soniq_gate_take; the first job refused ends the lane's turn: order within a
+-- lane is kept, and the lane goes to the back). Returns the ids; the caller's statement
+-- moves them to `processing` in the same transaction. Expired jobs are left to the expiry
+-- sweep.
+DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(text[], text[], text[], integer);
 CREATE OR REPLACE FUNCTION {schema}.soniq_gate_claim(
-    p_scopes text[], p_queues text[], p_paused text[], p_n integer
+    p_scopes text[], p_simple text[], p_queues text[], p_paused text[], p_n integer,
+    p_freed jsonb, p_channel text
 ) RETURNS SETOF uuid
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql ROWS 10 AS $$  -- a claim's batch: the planner joins its ids by primary key
 DECLARE
+    cand record;
     lane record;
     job record;
     taken integer := 0;
     admitted integer;
+    refused boolean;
+    rel record;
 BEGIN
-    FOR lane IN
-        SELECT l.scope, l.key, l.max - l.running AS free FROM {schema}.soniq_limits AS l
-        WHERE l.scope = ANY(p_scopes) AND l.running < l.max
-          AND EXISTS (
-              SELECT 1 FROM {schema}.soniq_jobs AS q
-              WHERE q.limit_scope = l.scope AND q.limit_key = l.key AND q.status = 'queued'
-                AND q.scheduled_at <= now())
+    IF p_freed IS NOT NULL THEN
+        PERFORM set_config('soniq.slots_given_back', 'on', true);  -- this transaction only
+        FOR rel IN
+            SELECT r.scope, r.key, count(*)::integer AS n FROM (
+                SELECT f.v->>1 AS scope, f.v->>2 AS key
+                FROM jsonb_array_elements(p_freed) AS f(v)
+                UNION ALL
+                SELECT m.v->>0, m.v->>1
+                FROM jsonb_array_elements(p_freed) AS f(v),
+                     jsonb_array_elements(CASE jsonb_typeof(f.v->3) WHEN 'array' THEN f.v->3
+                                               ELSE '[]'::jsonb END) AS m(v)
+                WHERE m.v->3 = 'null'::jsonb  -- a concurrency row (rate rows keep starts)
+            ) AS r
+            GROUP BY r.scope, r.key
+            ORDER BY r.scope, r.key
+        LOOP
+            UPDATE {schema}.soniq_limits SET running = GREATEST(running - rel.n, 0)
+            WHERE scope = rel.scope AND key = rel.key;
+        END LOOP;
+        -- slots are free: wake the other workers too (this one may not fill them all)
+        PERFORM pg_notify(p_channel, q.queue)
+        FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
+    END IF;
+    IF p_simple <> '{}' THEN  -- lanes of tasks with no other limit: one statement for all
+        RETURN QUERY
+        WITH lanes AS (
+            -- in order, lazily: a lane is probed (and locked if it has a due job) only until
+            -- p_n are found; the OFFSET keeps the order from being planned away
+            SELECT x.scope, x.key, x.free FROM (
+                SELECT c.scope, c.key FROM {schema}.soniq_limits AS c
+                WHERE c.scope = ANY(p_scopes) AND c.scope = ANY(p_simple) AND c.running < c.max
+                ORDER BY c.running, c.used_at, c.scope, c.key
+                OFFSET 0
+            ) AS o CROSS JOIN LATERAL (
+                SELECT l.scope, l.key, l.max - l.running AS free FROM {schema}.soniq_limits AS l
+                WHERE l.scope = o.scope AND l.key = o.key AND l.running < l.max
+                  AND (SELECT true FROM {schema}.soniq_jobs AS q  -- idle lanes stay unlocked
+                       WHERE q.limit_scope = l.scope AND q.limit_key = l.key
+                         AND q.status = 'queued' AND q.scheduled_at <= now()
+                       LIMIT 1)
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) AS x
+            LIMIT p_n
+        ), picked AS (
+            SELECT c.id, c.priority, c.scheduled_at, lanes.scope, lanes.key
+            FROM lanes CROSS JOIN LATERAL (
+                SELECT q.id, q.priority, q.scheduled_at FROM {schema}.soniq_jobs AS q
+                WHERE q.limit_scope = lanes.scope AND q.limit_key = lanes.key
+                  AND q.status = 'queued' AND q.scheduled_at <= now()
+                  AND (q.expires_at IS NULL OR q.expires_at > now())
+                  AND (p_queues IS NULL OR q.queue = ANY(p_queues))
+                  AND NOT (q.queue = ANY(p_paused))
+                ORDER BY q.priority, q.scheduled_at, q.id
+                LIMIT lanes.free
+                FOR UPDATE SKIP LOCKED
+            ) AS c
+        ), chosen AS (
+            SELECT * FROM picked ORDER BY priority, scheduled_at, id LIMIT p_n
+        ), bump AS (
+            UPDATE {schema}.soniq_limits AS l SET running = l.running + n.admitted, used_at = now()
+            FROM (SELECT chosen.scope, chosen.key, count(*)::integer AS admitted FROM chosen
+                  GROUP BY chosen.scope, chosen.key) AS n
+            WHERE l.scope = n.scope AND l.key = n.key
+        )
+        SELECT chosen.id FROM chosen;
+        GET DIAGNOSTICS taken = ROW_COUNT;
+        IF taken >= p_n THEN
+            RETURN;
+        END IF;
+    END IF;
+    FOR cand IN  -- the other lanes: job by job, each taking its slots in limit_more
+        SELECT l.scope, l.key FROM {schema}.soniq_limits AS l
+        WHERE l.scope = ANY(p_scopes) AND NOT (l.scope = ANY(p_simple)) AND l.running < l.max
         ORDER BY l.running, l.used_at, l.scope, l.key
-        FOR NO KEY UPDATE SKIP LOCKED
     LOOP
+        SELECT l.max - l.running AS free INTO lane FROM {schema}.soniq_limits AS l
+        WHERE l.scope = cand.scope AND l.key = cand.key AND l.running < l.max
+          AND (SELECT true FROM {schema}.soniq_jobs AS q
+               WHERE q.limit_scope = cand.scope AND q.limit_key = cand.key
+                 AND q.status = 'queued' AND q.scheduled_at <= now()
+               LIMIT 1)
+        FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;  -- idle, full by now, or another claimer holds it
         admitted := 0;
+        refused := false;
         FOR job IN
             SELECT q.id, q.limit_more FROM {schema}.soniq_jobs AS q
-            WHERE q.limit_scope = lane.scope AND q.limit_key = lane.key AND q.status = 'queued'
+            WHERE q.limit_scope = cand.scope AND q.limit_key = cand.key AND q.status = 'queued'
               AND q.scheduled_at <= now() AND (q.expires_at IS NULL OR q.expires_at > now())
               AND (p_queues IS NULL OR q.queue = ANY(p_queues))
               AND NOT (q.queue = ANY(p_paused))
@@ -130,15 +222,16 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         LOOP
             IF job.limit_more IS NOT NULL AND NOT {schema}.soniq_gate_take(job.limit_more) THEN
+                refused := true;
                 EXIT;
             END IF;
             admitted := admitted + 1;
             RETURN NEXT job.id;
         END LOOP;
-        IF admitted > 0 THEN
+        IF admitted > 0 OR refused THEN
             UPDATE {schema}.soniq_limits
             SET running = running + admitted, used_at = now()
-            WHERE scope = lane.scope AND key = lane.key;
+            WHERE scope = cand.scope AND key = cand.key;
             taken := taken + admitted;
             EXIT WHEN taken >= p_n;
         END IF;
