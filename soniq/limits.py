@@ -19,15 +19,19 @@ checked, then raised), raises the lane's ``running`` by the jobs admitted, and h
 the statement that moves them to ``processing``, all in one transaction. Lanes of a task whose
 execution window is closed are left out of the claim by the worker.
 
-Release. A row trigger (``WHEN`` the job leaves ``processing`` and has a limit, so other jobs
-pay nothing) lowers ``running`` of the job's lane and concurrency rows in the statement that
-records the job's outcome, rescue, shutdown return or abort, and NOTIFYs the wake-up channel so
+Release. A worker's report-and-claim statement gives back the slots of the limited jobs it
+ends itself, first thing in ``soniq_gate_claim``: one ``UPDATE`` per counter row, in (scope,
+key) order, before it takes any claim lock; it then marks its transaction so that the release
+trigger leaves those rows alone. Every other path out of ``processing`` (rescue, shutdown
+return, abort, ``ctx.complete``, deletion) goes through the row trigger (``WHEN`` the job
+leaves ``processing`` and has a limit, so other jobs pay nothing), which lowers ``running`` of
+the job's lane and concurrency rows in that same statement. Both NOTIFY the wake-up channel so
 held jobs start at once. A rate row keeps its starts: each leaves the window by time, and a
 worker that found a rate limit full sleeps until its ``full_until``.
 
 Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
-to the counter row: a claim's raise happens while it holds the row lock, and the trigger's
-decrement waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns the newest committed
+to the counter row: a claim's raise happens while it holds the row lock, and every decrement
+(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns the newest committed
 version of the row it locks (EvalPlanQual re-reads it), not the statement's snapshot, and the
 claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
 ``running`` (or the ``starts``) a claimer reads is the true number of admitted, unreleased
@@ -38,14 +42,16 @@ pgqueuer#761, hatchet#4778). A rate start is stamped with ``clock_timestamp()`` 
 row is locked, so the starts of one row are recorded in time order and every start has fewer
 than ``max`` others in the ``window`` before it: no window of that length holds more than
 ``max``. Decrements are only ever applied to jobs that were counted: the claim counts exactly
-the jobs it returns (expired ones are left to the expiry sweep), and the trigger fires once
-per job leaving ``processing``.
+the jobs it returns (expired ones are left to the expiry sweep), and each job leaving
+``processing`` is given back once: by the claim for exactly the rows its guarded outcome
+``UPDATE`` moved (their ``RETURNING``), by the trigger for all others.
 
-Deadlocks. The claim only takes locks with SKIP LOCKED, and a worker with limited tasks
-writes its outcomes in a statement of their own before claiming, so a claim never waits
-while holding counter rows (but for recreating a pruned rate row another transaction is
-inserting at that instant). Two outcome statements releasing several rows in opposite order
-can deadlock; PostgreSQL aborts one and its worker writes the batch again.
+Deadlocks. Claims only take locks with SKIP LOCKED (they never wait), and a worker gives its
+slots back before it claims, in one order; so two workers' statements never wait on each
+other in a cycle. The only wait a claim can make is for recreating a pruned rate row that
+another transaction is inserting at that instant. A trigger release (rescue and the other
+paths above) updates rows in no set order and can deadlock with another release; PostgreSQL
+aborts one and it is retried (rescue runs again, a worker writes its batch again).
 """
 
 from __future__ import annotations
