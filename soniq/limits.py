@@ -31,9 +31,9 @@ worker that found a rate limit full sleeps until its ``full_until``.
 
 Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
 to the counter row: a claim's raise happens while it holds the row lock, and every decrement
-(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns the newest committed
-version of the row it locks (EvalPlanQual re-reads it), not the statement's snapshot, and the
-claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
+(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE``
+returns the newest committed version of the row it locks (EvalPlanQual re-reads it), not the
+statement's snapshot, and the claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
 ``running`` (or the ``starts``) a claimer reads is the true number of admitted, unreleased
 jobs (of starts in the window), nobody can admit against the row until it commits, and it
 admits no more than the room it read. Counting ``processing`` rows inside the claim's snapshot
