@@ -31,20 +31,20 @@ worker that found a rate limit full sleeps until its ``full_until``.
 
 Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
 to the counter row: a claim's raise happens while it holds the row lock, and every decrement
-(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE``
-returns the newest committed version of the row it locks (EvalPlanQual re-reads it), not the
-statement's snapshot, and the claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
-``running`` (or the ``starts``) a claimer reads is the true number of admitted, unreleased
-jobs (of starts in the window), nobody can admit against the row until it commits, and it
-admits no more than the room it read. Counting ``processing`` rows inside the claim's snapshot
-would not be safe (jobs admitted by a claimer that commits after the snapshot are invisible;
-pgqueuer#761, hatchet#4778). A rate start is stamped with ``clock_timestamp()`` taken while the
-row is locked, so the starts of one row are recorded in time order and every start has fewer
-than ``max`` others in the ``window`` before it: no window of that length holds more than
-``max``. Decrements are only ever applied to jobs that were counted: the claim counts exactly
-the jobs it returns (expired ones are left to the expiry sweep), and each job leaving
-``processing`` is given back once: by the claim for exactly the rows its guarded outcome
-``UPDATE`` moved (their ``RETURNING``), by the trigger for all others.
+(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns
+the newest committed version of the row it locks (EvalPlanQual re-reads it), not the
+statement's snapshot, and the claim's ``UPDATE`` of the row it already holds likewise applies
+to that newest version. So the ``running`` (or the ``starts``) a claimer reads is the true
+number of admitted, unreleased jobs (of starts in the window), nobody can admit against the row
+until it commits, and it admits no more than the room it read. Counting ``processing`` rows
+inside the claim's snapshot would not be safe (jobs admitted by a claimer that commits after
+the snapshot are invisible; pgqueuer#761, hatchet#4778). A rate start is stamped with
+``clock_timestamp()`` taken while the row is locked, so the starts of one row are recorded in
+time order and every start has fewer than ``max`` others in the ``window`` before it: no window
+of that length holds more than ``max``. Decrements are only ever applied to jobs that were
+counted: the claim counts exactly the jobs it returns (expired ones are left to the expiry
+sweep), and each job leaving ``processing`` is given back once: by the claim for exactly the
+rows its guarded outcome ``UPDATE`` moved (their ``RETURNING``), by the trigger for all others.
 
 Deadlocks. Claims only take locks with SKIP LOCKED (they never wait), and a worker gives its
 slots back before it claims, in one order; so two workers' statements never wait on each
