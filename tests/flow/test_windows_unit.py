@@ -20,8 +20,9 @@ from soniq.windows import ExecutionWindow
 UTC = timezone.utc
 
 
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+       microsecond: int = 0) -> datetime:  # fmt: skip
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 def window(expression: str, tz: str = "UTC") -> ExecutionWindow:
