@@ -248,6 +248,9 @@ async def test_tasks_table_and_json(env):
         "next_run_at": [],
         "max_concurrency": None,
         "max_concurrency_per_key": None,
+        "rate_limits": [],
+        "execution_window": None,
+        "timezone": None,
         "schema": by_name["cli.email"]["schema"],
     }
     assert by_name["cli.fail"]["retries"] == 1
