@@ -71,23 +71,31 @@ class ExecutionWindow:
         if no matching minute comes within ``horizon`` cron matches."""
         if self.is_open(after):
             return after
-        local = after.astimezone(self.tz).replace(tzinfo=None)
-        it = croniter(self.expression, local)
+        here = after.astimezone(self.tz)
+        local = here.replace(tzinfo=None)
+        # in the first pass of a repeated (autumn) hour, the local minutes of that hour already
+        # behind `after` come again later, in the second pass: search from that much earlier
+        repeat = timedelta(0)
+        if here.fold == 0:
+            first = local.replace(tzinfo=self.tz, fold=0).utcoffset() or timedelta(0)
+            second = local.replace(tzinfo=self.tz, fold=1).utcoffset() or timedelta(0)
+            repeat = max(first - second, timedelta(0))
+        it = croniter(self.expression, local - repeat)
+        best: datetime | None = None
         for _ in range(horizon):
             try:
                 candidate: datetime = it.get_next(datetime)
             except CroniterBadDateError:  # croniter found no match (e.g. "* * 31 2 *")
                 return None
-            best = None
+            if best is not None and (not repeat or candidate > local + repeat):
+                break  # later local minutes only give later instants
             for fold in (0, 1):  # a repeated local time has two instants; a skipped one none
-                inst = candidate.replace(tzinfo=self.tz, fold=fold)
-                if inst.astimezone(UTC).astimezone(self.tz).replace(tzinfo=None) != candidate:
+                inst = candidate.replace(tzinfo=self.tz, fold=fold).astimezone(UTC)
+                if inst.astimezone(self.tz).replace(tzinfo=None) != candidate:
                     continue
-                if inst >= after and (best is None or inst < best):
+                if inst >= after and (best is None or inst < best):  # compared in UTC
                     best = inst
-            if best is not None:
-                return best.astimezone(UTC)
-        return None
+        return best
 
     def seconds_until_open(self, now: datetime) -> float | None:
         """0 if open at ``now``, else seconds until it opens (None: not in sight)."""

@@ -28,7 +28,8 @@ NUMERIC = {
     "Queued", "Running", "Done", "Dead", "Cancelled", "Attempts", "Concurrency", "In flight",
     "Holding", "Replayed", "Done/min", "Dead/min", "Retries", "Priority", "Version",
 }  # fmt: skip
-WRAPPING = {"Last error", "Error", "Schedule", "Queues"}  # the rest never wrap (ids stay whole)
+# the rest never wrap (ids stay whole)
+WRAPPING = {"Last error", "Error", "Schedule", "Queues", "Limits"}
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.cli.cli_helpers import as_json, invoke, run_soniq
 
 MODULE = "tests.flow.tasks_cli_jobs"
@@ -82,11 +80,6 @@ async def test_tasks_table_shows_limits_and_window(cli_env: dict[str, str]) -> N
     assert settle["Limits"] == "max 1; window * 6-22 * * * America/New_York"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="soniq/cli/render.py: Limits is a no_wrap column, so a long limits cell squeezes "
-    'the Schedule column to nothing; fix: add "Limits" to render.WRAPPING',
-)
 async def test_tasks_table_limits_leave_room_for_the_schedule(cli_env: dict[str, str]) -> None:
     result = await invoke(cli_env, "tasks", "--jobs-modules", MODULE)
     assert result.exit_code == 0, result.output

@@ -159,11 +159,6 @@ def test_the_repeated_hour_is_open_in_both_occurrences() -> None:
     assert once.next_open(at(2026, 10, 25, 1, 0)) == at(2026, 10, 25, 1, 30)  # in the 2nd pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="windows.py bug: next_open from the first pass of a repeated hour skips the second "
-    "pass of the minutes already behind it (it searches local times after `after` only)",
-)
 def test_next_open_from_the_first_pass_finds_the_second_pass() -> None:
     once = window("30 2 * * *", "Europe/Berlin")
     # 02:45 CEST (first pass): 02:30 comes again at 02:30 CET = 01:30 UTC, 45 minutes later
