@@ -8,21 +8,25 @@ import asyncpg
 
 from benchmarks.common import Result, drop_schema, fresh_schema, timed_rate
 from benchmarks.drain import CONCURRENCY, WorkerProcess, _verify, _wait_drained, _wait_registered
-from benchmarks.flow_jobs import FLEET_MAX, register
+from benchmarks.flow_jobs import FLEET_MAX, RATE_MAX, register
 from soniq import Soniq
+
+RATED = -1  # ``keys`` value: jobs of bench.rated (a rate limit) instead
 
 
 async def _fill(url: str, schema: str, n: int, keys: int) -> None:
-    """``n`` queued jobs: of bench.capped (keys=0) or of bench.lane over ``keys`` keys."""
+    """``n`` queued jobs: of bench.capped (keys=0), bench.rated (keys=RATED) or of bench.lane
+    over ``keys`` keys."""
     await fresh_schema(url, schema)
     app = Soniq(database_url=url, schema=schema)
     register(app)
     try:
         await app.setup()
-        if keys == 0:
+        if keys <= 0:
+            name = "bench.capped" if keys == 0 else "bench.rated"
             for start in range(0, n, 1000):
                 batch = [{"n": i} for i in range(start, min(start + 1000, n))]
-                await app.enqueue_many("bench.capped", batch)
+                await app.enqueue_many(name, batch)
         else:
             per_key = n // keys
             for k in range(keys):
@@ -51,6 +55,8 @@ async def drain_limited(url: str, n: int, keys: int) -> Result:
     seconds = (row["last_finished"] - started_at).total_seconds()
     if keys == 0:
         key, what = "soniq.drain_max_concurrency", f"max_concurrency={FLEET_MAX}"
+    elif keys == RATED:
+        key, what = "soniq.drain_rate_limited", f"RateLimit({RATE_MAX:,}, 1) (never full)"
     else:
         key, what = "soniq.drain_per_key", f"max_concurrency_per_key=1 over {keys} keys"
     return Result(

@@ -127,9 +127,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
         plain.key = "soniq.drain(flow ref)"
         fleet = await flow.drain_limited(url, counts["drain"], keys=0)
         lanes = await flow.drain_limited(url, counts["drain"], keys=100)
+        rated = await flow.drain_limited(url, counts["drain"], keys=flow.RATED)
         judge(fleet, plain, 0.50, "the plain drain")
         judge(lanes, plain, 0.50, "the plain drain")
-        show(plain, fleet, lanes)
+        rated.ratio = rated.rate / plain.rate if plain.rate else None  # reported, no target
+        show(plain, fleet, lanes, rated)
 
     if "drain" in groups:
         # the ceiling before and after the drain, averaged: both see the same weather

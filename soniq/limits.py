@@ -11,7 +11,7 @@ limit (``rate:<name>`` for a named limit, ``rate.task:<task>:<max>/<window>`` fo
 own, keyed by ``rate_limit_key``). Jobs of other tasks have NULL there; the plain claim takes
 only those (one ``IS NULL`` test on a row it already reads) and is otherwise unchanged.
 
-Admission. Workers whose registry has limited tasks claim with ``job_claim_gated``
+Admission. Workers whose registry has limited tasks claim with ``job_report_and_claim_gated``
 (sql/flow.sql), whose ``soniq_gate_claim`` (migration 009) locks the lanes with room and a due
 job ``FOR NO KEY UPDATE SKIP LOCKED``, takes their due jobs in claim order while every row in
 the job's ``limit_more`` gives a slot (``soniq_gate_take``: each row locked the same way,
@@ -26,25 +26,28 @@ trigger leaves those rows alone. Every other path out of ``processing`` (rescue,
 return, abort, ``ctx.complete``, deletion) goes through the row trigger (``WHEN`` the job
 leaves ``processing`` and has a limit, so other jobs pay nothing), which lowers ``running`` of
 the job's lane and concurrency rows in that same statement. Both NOTIFY the wake-up channel so
-held jobs start at once. A rate row keeps its starts: each leaves the window by time, and a
-worker that found a rate limit full sleeps until its ``full_until``.
+held jobs start at once. A rate row keeps its starts (rows of ``soniq_rate_starts``, counted
+by its ``running``): each leaves the window by time, and is deleted by the claim that finds
+the count at ``max``; a worker that found a rate limit full sleeps until its ``full_until``.
 
 Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
 to the counter row: a claim's raise happens while it holds the row lock, and every decrement
 (the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns
 the newest committed version of the row it locks (EvalPlanQual re-reads it), not the
 statement's snapshot, and the claim's ``UPDATE`` of the row it already holds likewise applies
-to that newest version. So the ``running`` (or the ``starts``) a claimer reads is the true
-number of admitted, unreleased jobs (of starts in the window), nobody can admit against the row
-until it commits, and it admits no more than the room it read. Counting ``processing`` rows
-inside the claim's snapshot would not be safe (jobs admitted by a claimer that commits after
-the snapshot are invisible; pgqueuer#761, hatchet#4778). A rate start is stamped with
-``clock_timestamp()`` taken while the row is locked, so the starts of one row are recorded in
-time order and every start has fewer than ``max`` others in the ``window`` before it: no window
-of that length holds more than ``max``. Decrements are only ever applied to jobs that were
-counted: the claim counts exactly the jobs it returns (expired ones are left to the expiry
-sweep), and each job leaving ``processing`` is given back once: by the claim for exactly the
-rows its guarded outcome ``UPDATE`` moved (their ``RETURNING``), by the trigger for all others.
+to that newest version. So the ``running`` a claimer reads is the true number of admitted,
+unreleased jobs (for a rate row: of recorded starts, never fewer than those in the window, and
+made exact by deleting the starts that left the window before a job is refused), nobody can
+admit against the row until it commits, and it admits no more than the room it read. Counting
+``processing`` rows inside the claim's snapshot would not be safe (jobs admitted by a claimer
+that commits after the snapshot are invisible; pgqueuer#761, hatchet#4778). A rate start is
+stamped with ``clock_timestamp()`` taken while the row is locked, so the starts of one row are
+recorded in time order and every start has fewer than ``max`` others in the ``window`` before
+it: no window of that length holds more than ``max``. Decrements are only ever applied to jobs
+that were counted: the claim counts exactly the jobs it returns (expired ones are left to the
+expiry sweep), and each job leaving ``processing`` is given back once: by the claim for exactly
+the rows its guarded outcome ``UPDATE`` moved (their ``RETURNING``), by the trigger for all
+others.
 
 Deadlocks. Claims only take locks with SKIP LOCKED (they never wait), and a worker gives its
 slots back before it claims, in one order; so two workers' statements never wait on each

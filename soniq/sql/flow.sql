@@ -100,22 +100,27 @@ UPDATE {schema}.soniq_jobs SET limit_scope = NULL, limit_key = NULL, limit_more 
 WHERE status = 'queued' AND limit_scope = ANY($1::text[])
 
 -- name: limit_list
-SELECT scope, key, max, running, window_ms,
-       cardinality(starts) AS recent_starts, full_until
+SELECT scope, key, max, running, window_ms, full_until
 FROM {schema}.soniq_limits ORDER BY scope, key
 
 -- name: limit_prune
--- Rate-limit rows unused for $1 seconds (and at least a window): their starts are all past.
+-- Rate-limit rows unused for $1 seconds (and at least a window), with their starts: all past.
 -- A queued job that still names one has it created again, empty, when it is admitted.
 -- Concurrency rows are kept: a queued job is found through its lane's row.
-DELETE FROM {schema}.soniq_limits WHERE ctid IN (
-    SELECT ctid FROM {schema}.soniq_limits
-    WHERE window_ms IS NOT NULL
-      AND used_at < now() - GREATEST($1::float8 * 1000, window_ms) * interval '1 millisecond'
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
+WITH gone AS (
+    DELETE FROM {schema}.soniq_limits WHERE ctid IN (
+        SELECT ctid FROM {schema}.soniq_limits
+        WHERE window_ms IS NOT NULL
+          AND used_at < now() - GREATEST($1::float8 * 1000, window_ms) * interval '1 millisecond'
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING scope, key
+), starts AS (
+    DELETE FROM {schema}.soniq_rate_starts AS s USING gone
+    WHERE s.scope = gone.scope AND s.key = gone.key
 )
-RETURNING scope
+SELECT scope FROM gone
 
 -- name: job_insert_limited
 -- A job of a limited task (no dedup key) with its lane ($9[1], $10[1]) and other rows ($13),

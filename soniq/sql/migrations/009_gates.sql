@@ -4,18 +4,28 @@
 -- A limited job's lane (limit_scope, limit_key) is the counter row its claim is found by, as
 -- in 007; limit_more lists the other rows it must also take a slot in, each as
 -- [scope, key, max, window_ms]: a task-wide max_concurrency next to a per-key lane, and the
--- job's rate limits. A counter row with window_ms set is a rate limit: `starts` holds the
--- admissions of the last window (at most `max` of them), full_until when it next has room.
+-- job's rate limits. A counter row with window_ms set is a rate limit: its starts (admissions)
+-- are rows of soniq_rate_starts, `running` counts them (some may have left the window: they
+-- are deleted, and the count lowered, when the count reaches `max`), and full_until tells
+-- when a full row next has room.
 
 ALTER TABLE {schema}.soniq_jobs ADD COLUMN IF NOT EXISTS limit_more jsonb;
 
 ALTER TABLE {schema}.soniq_limits ADD COLUMN IF NOT EXISTS window_ms bigint
     CHECK (window_ms IS NULL OR window_ms >= 1);
-ALTER TABLE {schema}.soniq_limits ADD COLUMN IF NOT EXISTS starts timestamptz[] NOT NULL
-    DEFAULT '{}';
 ALTER TABLE {schema}.soniq_limits ADD COLUMN IF NOT EXISTS full_until timestamptz;
 ALTER TABLE {schema}.soniq_limits ADD COLUMN IF NOT EXISTS used_at timestamptz NOT NULL
     DEFAULT now();
+
+-- One row per admission counted by a rate row (written and deleted only by a claim holding
+-- that row's lock): an exact sliding window whose cost per admission does not grow with
+-- `max` or the window.
+CREATE TABLE IF NOT EXISTS {schema}.soniq_rate_starts (
+    scope text        NOT NULL,
+    key   text        NOT NULL,
+    at    timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS soniq_rate_starts_idx ON {schema}.soniq_rate_starts (scope, key, at);
 
 -- Release: every concurrency row the job took a slot in (its lane, and the rows of
 -- limit_more without a window) gives the slot back, in the statement that takes the job out
@@ -43,7 +53,9 @@ $$;
 
 -- Take one slot in each row of p_more, all or none: lock each row FOR NO KEY UPDATE SKIP
 -- LOCKED (a row held by another claimer means "not now"), check room on the newest version
--- (what a row lock returns), then raise `running` or record the start. A row pruned since the
+-- (what a row lock returns), then raise `running` and, for a rate row, record the start. A
+-- rate row whose count reached `max` (or another 256) first deletes its starts that left the
+-- window; if it is still full, it records when its oldest start leaves (full_until). A row pruned since the
 -- job was enqueued is created again (empty: it has room). Only the claim calls this.
 CREATE OR REPLACE FUNCTION {schema}.soniq_gate_take(p_more jsonb) RETURNS boolean
 LANGUAGE plpgsql AS $$
@@ -52,10 +64,10 @@ DECLARE
     r record;
     t timestamptz;
     span interval;
-    live timestamptz[];
+    gone integer;
 BEGIN
     FOR g IN SELECT v FROM jsonb_array_elements(p_more) AS e(v) LOOP
-        SELECT l.max, l.running, l.window_ms, l.starts INTO r FROM {schema}.soniq_limits AS l
+        SELECT l.max, l.running, l.window_ms INTO r FROM {schema}.soniq_limits AS l
         WHERE l.scope = g->>0 AND l.key = g->>1
         FOR NO KEY UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
@@ -65,32 +77,40 @@ BEGIN
             IF NOT FOUND THEN
                 RETURN false;  -- it exists: another claimer holds it this instant
             END IF;
-        ELSIF r.window_ms IS NULL THEN
-            IF r.running >= r.max THEN
+        ELSIF r.window_ms IS NOT NULL AND (r.running >= r.max OR r.running % 256 = 255) THEN
+            -- full, or every 256 starts (so a limit that is never reached keeps few rows)
+            span := r.window_ms * interval '1 millisecond';
+            DELETE FROM {schema}.soniq_rate_starts
+            WHERE scope = g->>0 AND key = g->>1 AND at <= clock_timestamp() - span;
+            GET DIAGNOSTICS gone = ROW_COUNT;
+            IF r.running - gone >= r.max THEN  -- full: note when its oldest start leaves
+                UPDATE {schema}.soniq_limits
+                SET running = running - gone,
+                    full_until = (SELECT min(s.at) FROM {schema}.soniq_rate_starts AS s
+                                  WHERE s.scope = g->>0 AND s.key = g->>1) + span
+                WHERE scope = g->>0 AND key = g->>1;
                 RETURN false;
             END IF;
-        ELSIF (SELECT count(*) FROM unnest(r.starts) AS s(at)
-               WHERE s.at > clock_timestamp() - r.window_ms * interval '1 millisecond')
-              >= r.max THEN
+            UPDATE {schema}.soniq_limits SET running = running - gone, full_until = NULL
+            WHERE scope = g->>0 AND key = g->>1;
+        ELSIF r.running >= r.max THEN
             RETURN false;
         END IF;
     END LOOP;
     FOR g IN SELECT v FROM jsonb_array_elements(p_more) AS e(v) LOOP
-        SELECT l.max, l.window_ms, l.starts INTO r FROM {schema}.soniq_limits AS l
-        WHERE l.scope = g->>0 AND l.key = g->>1;  -- locked by this transaction above
-        IF r.window_ms IS NULL THEN
-            UPDATE {schema}.soniq_limits SET running = running + 1, used_at = now()
-            WHERE scope = g->>0 AND key = g->>1;
-        ELSE
+        UPDATE {schema}.soniq_limits SET running = running + 1, used_at = now()
+        WHERE scope = g->>0 AND key = g->>1  -- locked by this transaction above
+        RETURNING max, running, window_ms INTO r;
+        IF r.window_ms IS NOT NULL THEN
             t := clock_timestamp();
-            span := r.window_ms * interval '1 millisecond';
-            live := ARRAY(SELECT s.at FROM unnest(r.starts || t) AS s(at)
-                          WHERE s.at > t - span ORDER BY s.at);
-            UPDATE {schema}.soniq_limits
-            SET starts = live, used_at = now(),
-                full_until = CASE WHEN cardinality(live) >= r.max
-                                  THEN live[cardinality(live) - r.max + 1] + span END
-            WHERE scope = g->>0 AND key = g->>1;
+            INSERT INTO {schema}.soniq_rate_starts (scope, key, at) VALUES (g->>0, g->>1, t);
+            IF r.running >= r.max THEN  -- now full: wake-up time for the workers
+                UPDATE {schema}.soniq_limits
+                SET full_until = (SELECT min(s.at) FROM {schema}.soniq_rate_starts AS s
+                                  WHERE s.scope = g->>0 AND s.key = g->>1)
+                                 + r.window_ms * interval '1 millisecond'
+                WHERE scope = g->>0 AND key = g->>1;
+            END IF;
         END IF;
     END LOOP;
     RETURN true;
@@ -137,7 +157,7 @@ BEGIN
                 FROM jsonb_array_elements(p_freed) AS f(v),
                      jsonb_array_elements(CASE jsonb_typeof(f.v->3) WHEN 'array' THEN f.v->3
                                                ELSE '[]'::jsonb END) AS m(v)
-                WHERE m.v->3 = 'null'::jsonb  -- a concurrency row (rate rows keep starts)
+                WHERE m.v->3 = 'null'::jsonb  -- a concurrency row (rate rows keep their starts)
             ) AS r
             GROUP BY r.scope, r.key
             ORDER BY r.scope, r.key
