@@ -130,7 +130,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
         rated = await flow.drain_limited(url, counts["drain"], keys=flow.RATED)
         judge(fleet, plain, 0.50, "the plain drain")
         judge(lanes, plain, 0.50, "the plain drain")
-        rated.ratio = rated.rate / plain.rate if plain.rate else None  # reported, no target
+        if rated.rate and plain.rate:  # reported, no target
+            rated.ratio = rated.rate / plain.rate
         show(plain, fleet, lanes, rated)
 
     if "drain" in groups:
