@@ -117,18 +117,33 @@ BEGIN
 END
 $$;
 
+-- The concurrency rows (scope, key) that the jobs of p_freed ([queue, lane scope, lane key,
+-- limit_more] each) took a slot in: each lane, and the rows of limit_more without a window
+-- (rate rows keep their starts). A row appears once per job.
+CREATE OR REPLACE FUNCTION {schema}.soniq_freed_rows(p_freed jsonb)
+RETURNS TABLE (scope text, key text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT f.v->>1, f.v->>2 FROM jsonb_array_elements(p_freed) AS f(v)
+    UNION ALL
+    SELECT m.v->>0, m.v->>1
+    FROM jsonb_array_elements(p_freed) AS f(v),
+         jsonb_array_elements(CASE jsonb_typeof(f.v->3) WHEN 'array' THEN f.v->3
+                                   ELSE '[]'::jsonb END) AS m(v)
+    WHERE m.v->3 = 'null'::jsonb
+$$;
+
 -- First give back the slots of p_freed, the limited jobs the calling statement takes out of
--- `processing` ([queue, lane scope, lane key, limit_more] each): one UPDATE per row, in
--- (scope, key) order, so two workers giving back never deadlock, and before any claim lock is
--- taken (claims only lock with SKIP LOCKED: nothing waits while holding one), and wake the
--- workers on p_channel. Then admit up to p_n due jobs of the lanes p_scopes (queues
+-- `processing` ([queue, lane scope, lane key, limit_more] each): rows locked in (scope, key)
+-- order, so two workers giving back never deadlock, and before any claim lock is
+-- taken (claims only lock with SKIP LOCKED: nothing waits while holding one). Then admit up to p_n due jobs of the lanes p_scopes (queues
 -- p_queues, NULL: all; minus the paused p_paused). Lanes are visited least busy, then least
 -- recently served first; each one with a due job is locked FOR NO KEY UPDATE SKIP LOCKED (a
 -- lane another claimer holds is skipped), its due jobs are taken in claim order while it has
 -- room, and its `running` is raised. The lanes p_simple (tasks with no other limit) are done
 -- in one statement; in the others each job must also get a slot in every row of its
 -- limit_more (soniq_gate_take; the first job refused ends the lane's turn: order within a
--- lane is kept, and the lane goes to the back). Returns the ids; the caller's statement
+-- lane is kept, and the lane goes to the back). If it gave back more slots than it filled,
+-- it wakes the workers on p_channel. Returns the ids; the caller's statement
 -- moves them to `processing` in the same transaction. Expired jobs are left to the expiry
 -- sweep.
 DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(text[], text[], text[], integer);
@@ -144,30 +159,19 @@ DECLARE
     taken integer := 0;
     admitted integer;
     refused boolean;
-    rel record;
 BEGIN
     IF p_freed IS NOT NULL THEN
         PERFORM set_config('soniq.slots_given_back', 'on', true);  -- this transaction only
-        FOR rel IN
-            SELECT r.scope, r.key, count(*)::integer AS n FROM (
-                SELECT f.v->>1 AS scope, f.v->>2 AS key
-                FROM jsonb_array_elements(p_freed) AS f(v)
-                UNION ALL
-                SELECT m.v->>0, m.v->>1
-                FROM jsonb_array_elements(p_freed) AS f(v),
-                     jsonb_array_elements(CASE jsonb_typeof(f.v->3) WHEN 'array' THEN f.v->3
-                                               ELSE '[]'::jsonb END) AS m(v)
-                WHERE m.v->3 = 'null'::jsonb  -- a concurrency row (rate rows keep their starts)
-            ) AS r
-            GROUP BY r.scope, r.key
-            ORDER BY r.scope, r.key
-        LOOP
-            UPDATE {schema}.soniq_limits SET running = GREATEST(running - rel.n, 0)
-            WHERE scope = rel.scope AND key = rel.key;
-        END LOOP;
-        -- slots are free: wake the other workers too (this one may not fill them all)
-        PERFORM pg_notify(p_channel, q.queue)
-        FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
+        -- lock the rows in (scope, key) order first, then lower them all in one statement
+        PERFORM FROM {schema}.soniq_limits AS l
+        WHERE (l.scope, l.key) IN (SELECT r.scope, r.key
+                                   FROM {schema}.soniq_freed_rows(p_freed) AS r)
+        ORDER BY l.scope, l.key
+        FOR NO KEY UPDATE;
+        UPDATE {schema}.soniq_limits AS l SET running = GREATEST(l.running - r.n, 0)
+        FROM (SELECT f.scope, f.key, count(*)::integer AS n
+              FROM {schema}.soniq_freed_rows(p_freed) AS f GROUP BY f.scope, f.key) AS r
+        WHERE l.scope = r.scope AND l.key = r.key;
     END IF;
     IF p_simple <> '{}' THEN  -- lanes of tasks with no other limit: one statement for all
         RETURN QUERY
@@ -212,15 +216,14 @@ BEGIN
         )
         SELECT chosen.id FROM chosen;
         GET DIAGNOSTICS taken = ROW_COUNT;
-        IF taken >= p_n THEN
-            RETURN;
-        END IF;
     END IF;
     FOR cand IN  -- the other lanes: job by job, each taking its slots in limit_more
         SELECT l.scope, l.key FROM {schema}.soniq_limits AS l
-        WHERE l.scope = ANY(p_scopes) AND NOT (l.scope = ANY(p_simple)) AND l.running < l.max
+        WHERE NOT (p_scopes <@ p_simple)  -- (none: no scan)
+          AND l.scope = ANY(p_scopes) AND NOT (l.scope = ANY(p_simple)) AND l.running < l.max
         ORDER BY l.running, l.used_at, l.scope, l.key
     LOOP
+        EXIT WHEN taken >= p_n;
         SELECT l.max - l.running AS free INTO lane FROM {schema}.soniq_limits AS l
         WHERE l.scope = cand.scope AND l.key = cand.key AND l.running < l.max
           AND (SELECT true FROM {schema}.soniq_jobs AS q
@@ -253,8 +256,12 @@ BEGIN
             SET running = running + admitted, used_at = now()
             WHERE scope = cand.scope AND key = cand.key;
             taken := taken + admitted;
-            EXIT WHEN taken >= p_n;
         END IF;
     END LOOP;
+    IF p_freed IS NOT NULL AND jsonb_array_length(p_freed) > taken THEN
+        -- slots are free that this claim did not fill: wake the other workers
+        PERFORM pg_notify(p_channel, q.queue)
+        FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
+    END IF;
 END
 $$;
