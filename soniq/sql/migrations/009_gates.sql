@@ -142,8 +142,8 @@ $$;
 -- room, and its `running` is raised. The lanes p_simple (tasks with no other limit) are done
 -- in one statement; in the others each job must also get a slot in every row of its
 -- limit_more (soniq_gate_take; the first job refused ends the lane's turn: order within a
--- lane is kept, and the lane goes to the back). If it gave back more slots than it filled,
--- it wakes the workers on p_channel. Returns the ids; the caller's statement
+-- lane is kept, and the lane goes to the back). If a row it gave back still has room, it
+-- wakes the workers on p_channel. Returns the ids; the caller's statement
 -- moves them to `processing` in the same transaction. Expired jobs are left to the expiry
 -- sweep.
 DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(text[], text[], text[], integer);
@@ -258,8 +258,13 @@ BEGIN
             taken := taken + admitted;
         END IF;
     END LOOP;
-    IF p_freed IS NOT NULL AND jsonb_array_length(p_freed) > taken THEN
-        -- slots are free that this claim did not fill: wake the other workers
+    IF p_freed IS NOT NULL AND EXISTS (
+        SELECT FROM {schema}.soniq_limits AS l
+        WHERE (l.scope, l.key) IN (SELECT r.scope, r.key
+                                   FROM {schema}.soniq_freed_rows(p_freed) AS r)
+          AND l.running < l.max
+    ) THEN
+        -- a row it gave back still has room after this claim: wake the other workers
         PERFORM pg_notify(p_channel, q.queue)
         FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
     END IF;
