@@ -51,6 +51,14 @@ BEGIN
 END
 $$;
 
+-- How long a rate start counts: the window, plus a guard of a tenth of it (at most 50 ms) so
+-- that the starts seen by handlers, which begin a few milliseconds after their admission and
+-- not all equally late, still never put more than `max` in any window.
+CREATE OR REPLACE FUNCTION {schema}.soniq_rate_span(p_window_ms bigint) RETURNS interval
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (p_window_ms + LEAST(50, p_window_ms / 10)) * interval '1 millisecond'
+$$;
+
 -- Take one slot in each row of p_more, all or none: lock each row FOR NO KEY UPDATE SKIP
 -- LOCKED (a row held by another claimer means "not now"), check room on the newest version
 -- (what a row lock returns), then raise `running` and, for a rate row, record the start. A
@@ -79,7 +87,7 @@ BEGIN
             END IF;
         ELSIF r.window_ms IS NOT NULL AND (r.running >= r.max OR r.running % 256 = 255) THEN
             -- full, or every 256 starts (so a limit that is never reached keeps few rows)
-            span := r.window_ms * interval '1 millisecond';
+            span := {schema}.soniq_rate_span(r.window_ms);
             DELETE FROM {schema}.soniq_rate_starts
             WHERE scope = g->>0 AND key = g->>1 AND at <= clock_timestamp() - span;
             GET DIAGNOSTICS gone = ROW_COUNT;
@@ -108,7 +116,7 @@ BEGIN
                 UPDATE {schema}.soniq_limits
                 SET full_until = (SELECT min(s.at) FROM {schema}.soniq_rate_starts AS s
                                   WHERE s.scope = g->>0 AND s.key = g->>1)
-                                 + r.window_ms * interval '1 millisecond'
+                                 + {schema}.soniq_rate_span(r.window_ms)
                 WHERE scope = g->>0 AND key = g->>1;
             END IF;
         END IF;
