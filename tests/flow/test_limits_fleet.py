@@ -49,7 +49,9 @@ async def test_max_concurrency_holds_across_four_workers(
     await app.enqueue_many("capped", [{"delay": 0.02} for _ in range(400)])
     for _ in range(4):
         start_worker(flow_workers, cli_env, "--concurrency", "10", **SLOW_POLL)
-    await wait_for(lambda: _done(monitor, app, 400), timeout=120, message="400 jobs done")
+    # ~7 s alone (PostgreSQL 15 over TCP and 18); inside pytest-timeout's 120 s so that a
+    # stall fails here, with its message
+    await wait_for(lambda: _done(monitor, app, 400), timeout=90, message="400 jobs done")
     await _check_once(monitor, app, 400)
     peak = await _max_overlap(monitor, app, by_key=False)
     print(f"max_concurrency=3: measured peak {peak[None]}")
@@ -69,7 +71,7 @@ async def test_per_key_lanes_across_four_workers(
         )
     for _ in range(4):
         start_worker(flow_workers, cli_env, "--concurrency", "10", **SLOW_POLL)
-    await wait_for(lambda: _done(monitor, app, 400), timeout=120, message="400 jobs done")
+    await wait_for(lambda: _done(monitor, app, 400), timeout=90, message="400 jobs done")
     await _check_once(monitor, app, 400)
     per_key = await _max_overlap(monitor, app, by_key=True)
     overall = await _max_overlap(monitor, app, by_key=False)
