@@ -54,11 +54,16 @@ log = logging.getLogger("soniq.worker")
 # rows and would bitmap-scan and sort the whole backlog on every claim. Their plans are
 # planned once per connection (generic): custom plans re-planned the report-and-claim
 # statement on every cycle, which took about as long as running it (docs/internals.md).
+# No JIT: on PostgreSQL 13-17 the settings above add disable_cost (1e10) to plans with a node
+# that has no alternative (the limited claim's sort of counter rows, the webhook trigger's
+# sort of its transition table), far over jit_above_cost, and a server with LLVM then
+# compiled every claim for 0.3-1 s (tests/db/test_claim_jit.py).
 CLAIM_PLANNER = {
     "enable_seqscan": "off",
     "enable_bitmapscan": "off",
     "enable_sort": "off",
     "plan_cache_mode": "force_generic_plan",
+    "jit": "off",
 }
 
 
