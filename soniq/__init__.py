@@ -3,7 +3,7 @@
 from soniq.app import Soniq
 from soniq.errors import SoniqError
 from soniq.jobs import JobContext, Snooze, TaskRef, task_ref
-from soniq.limits import RateLimit
+from soniq.ratelimit import RateLimit
 from soniq.schedules import cron, every
 from soniq.states import JobStatus
 

@@ -37,9 +37,9 @@ from soniq.errors import (
 )
 from soniq.foreign import as_asyncpg
 from soniq.jobs import Task, attach
-from soniq.limits import RateLimit
 from soniq.notifier import Notifier
 from soniq.queries import advisory_key
+from soniq.ratelimit import RateLimit
 from soniq.registry import Registry
 from soniq.scheduler import list_schedules
 from soniq.schedules import Schedule
