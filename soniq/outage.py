@@ -10,15 +10,26 @@ from __future__ import annotations
 import logging
 import time
 
+import asyncpg
+
 from soniq.errors import DATABASE_UNAVAILABLE, DB_ERRORS, SoniqError
 
 ASYNCPG_POOL_NOISE = "Failed to restore the pool connection floor"
 
 
+# SQLSTATE classes of a server that is gone, going or full: connection exception (08),
+# insufficient resources (53), operator intervention (57: shutdown, crash, terminated
+# backend), system error (58). Any other server error is a failed statement, not an outage.
+OUTAGE_CLASSES = ("08", "53", "57", "58")
+
+
 def is_outage(exc: BaseException) -> bool:
-    """True for a lost or refused database (not for a bug in soniq or user code)."""
+    """True for a lost or refused database (not for a bug in soniq or user code, nor for a
+    statement the server refused: those are logged as failures with their traceback)."""
     if isinstance(exc, SoniqError):
         return exc.error_code == DATABASE_UNAVAILABLE
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in OUTAGE_CLASSES
     return isinstance(exc, DB_ERRORS)
 
 
