@@ -74,6 +74,11 @@ def timed_rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
+def pct(values: list[float], p: float) -> float:
+    """The ``p``-th percentile of ``values`` (sorted ascending), rounded to 0.01."""
+    return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
+
+
 class Clock:
     """``with Clock() as c: ...; c.seconds``."""
 

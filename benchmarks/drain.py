@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import asyncpg
 import psutil
 
-from benchmarks.common import Result, drop_schema, fresh_schema, timed_rate
+from benchmarks.common import Result, drop_schema, fresh_schema, pct, timed_rate
 from benchmarks.jobs import register
 from soniq import Soniq
 
@@ -196,16 +198,34 @@ async def _verify(conn: Any, schema: str, n: int, where: str = "TRUE", *args: An
     return row
 
 
-async def drain(url: str, n: int, profile: Path | None = None) -> Result:
-    """``n`` queued no-op jobs drained by one fresh worker process."""
-    schema = "bench_drain"
-    await _fill(url, schema, n)
-    worker = WorkerProcess(url, schema, profile=profile)
+@dataclass
+class Drained:
+    """One drain of a filled schema by one fresh worker process (see ``drain_filled``)."""
+
+    seconds: float  # the worker's registration to the last finish
+    row: Any  # _verify's row: first start, last finish
+    spawned: float  # time.time() at spawn
+    ended: float  # time.time() when the last job was seen done
+    worker: WorkerProcess
+    backends: Counter[str]
+
+
+async def drain_filled(
+    url: str,
+    schema: str,
+    n: int,
+    *,
+    jobs_module: str = "benchmarks.jobs",
+    profile: Path | None = None,
+) -> Drained:
+    """Drain the ``n`` jobs queued in ``schema`` with one fresh worker process, check every
+    job ran exactly once, then drop the schema."""
+    worker = WorkerProcess(url, schema, profile=profile, jobs_module=jobs_module)
     conn = await asyncpg.connect(url)
+    backends: Counter[str] = Counter()
     try:
         spawned = worker.start()
         await _wait_registered(conn, schema, worker, timeout=60)
-        backends: Counter[str] = Counter()
         if profile is not None:
             worker.start_profile()
             watch = asyncio.create_task(_watch_backends(url, schema, backends))
@@ -221,19 +241,28 @@ async def drain(url: str, n: int, profile: Path | None = None) -> Result:
         await conn.close()
         await drop_schema(url, schema)
     seconds = (row["last_finished"] - started_at).total_seconds()
+    return Drained(seconds, row, spawned, ended, worker, backends)
+
+
+async def drain(url: str, n: int, profile: Path | None = None) -> Result:
+    """``n`` queued no-op jobs drained by one fresh worker process."""
+    schema = "bench_drain"
+    await _fill(url, schema, n)
+    d = await drain_filled(url, schema, n, profile=profile)
+    row = d.row
     return Result(
         "soniq.drain",
         f"drain {n:,} no-op jobs, 1 worker process, concurrency {CONCURRENCY}",
         n,
-        seconds,
-        timed_rate(n, seconds),
+        d.seconds,
+        timed_rate(n, d.seconds),
         extra={
-            "spawn_to_done_seconds": round(ended - spawned, 3),
+            "spawn_to_done_seconds": round(d.ended - d.spawned, 3),
             "first_start_to_last_finish_seconds": round(
                 (row["last_finished"] - row["first_started"]).total_seconds(), 3
             ),
-            "peak_rss_mb": round(max(r for _, r in worker.rss) / 2**20, 1),
-            **({"worker_backends": dict(backends.most_common())} if backends else {}),
+            "peak_rss_mb": round(max(r for _, r in d.worker.rss) / 2**20, 1),
+            **({"worker_backends": dict(d.backends.most_common())} if d.backends else {}),
         },
     )
 
@@ -333,19 +362,32 @@ async def drain_deep(url: str, n: int, shallow: int, rounds: int) -> tuple[Resul
     return deep, shallow_row, memory
 
 
-async def latency(url: str, jobs: int, every: float = 0.01) -> Result:
-    """An idle worker; one job every ``every`` seconds; enqueue call to handler start."""
-    schema = "bench_latency"
+@asynccontextmanager
+async def idle_worker(url: str, schema: str) -> AsyncIterator[tuple[Soniq, Any, WorkerProcess]]:
+    """A fresh ``schema`` with benchmarks.jobs registered, one registered worker process on
+    it, and a connection of the benchmark's own: (app, conn, worker). All gone afterwards."""
     await fresh_schema(url, schema)
     app = Soniq(database_url=url, schema=schema)
     register(app)
     await app.setup()
     worker = WorkerProcess(url, schema)
     conn = await asyncpg.connect(url)
-    returned: dict[str, float] = {}
     try:
         worker.start()
         await _wait_registered(conn, schema, worker, timeout=60)
+        yield app, conn, worker
+    finally:
+        await app.close()
+        worker.stop()
+        await conn.close()
+        await drop_schema(url, schema)
+
+
+async def latency(url: str, jobs: int, every: float = 0.01) -> Result:
+    """An idle worker; one job every ``every`` seconds; enqueue call to handler start."""
+    schema = "bench_latency"
+    returned: dict[str, float] = {}
+    async with idle_worker(url, schema) as (app, conn, worker):
         await asyncio.sleep(1.0)  # let it settle into waiting (LISTEN set up, first poll done)
         for _ in range(5):  # warm the enqueue path
             await app.enqueue("bench.stamp", args={"t": time.time()})
@@ -365,17 +407,8 @@ async def latency(url: str, jobs: int, every: float = 0.01) -> Result:
             f"SELECT id::text, (args->>'t')::float8 AS t, result::float8 AS began "
             f"FROM {schema}.soniq_jobs"
         )
-    finally:
-        await app.close()
-        worker.stop()
-        await conn.close()
-        await drop_schema(url, schema)
     from_call = sorted((r["began"] - r["t"]) * 1000 for r in rows)
     from_commit = sorted((r["began"] - returned[r["id"]]) * 1000 for r in rows)
-
-    def pct(values: list[float], p: float) -> float:
-        return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
-
     return Result(
         "soniq.latency",
         f"enqueue-to-start, idle worker, 1 job / {every * 1000:.0f} ms",

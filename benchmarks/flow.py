@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-import asyncpg
-
-from benchmarks.common import Result, drop_schema, fresh_schema, timed_rate
-from benchmarks.drain import CONCURRENCY, WorkerProcess, _verify, _wait_drained, _wait_registered
+from benchmarks.common import Result, fresh_schema, timed_rate
+from benchmarks.drain import CONCURRENCY, drain_filled
 from benchmarks.flow_jobs import FLEET_MAX, RATE_MAX, register
 from soniq import Soniq
 
@@ -40,19 +38,7 @@ async def drain_limited(url: str, n: int, keys: int) -> Result:
     """``n`` limited no-op jobs drained by one fresh worker process (concurrency 10)."""
     schema = "bench_flow"
     await _fill(url, schema, n, keys)
-    worker = WorkerProcess(url, schema, jobs_module="benchmarks.flow_jobs")
-    conn = await asyncpg.connect(url)
-    try:
-        worker.start()
-        await _wait_registered(conn, schema, worker, timeout=60)
-        await _wait_drained(conn, schema, n, worker, timeout=600, interval=0.25)
-        row = await _verify(conn, schema, n)
-        started_at = await conn.fetchval(f"SELECT min(started_at) FROM {schema}.soniq_workers")
-    finally:
-        worker.stop()
-        await conn.close()
-        await drop_schema(url, schema)
-    seconds = (row["last_finished"] - started_at).total_seconds()
+    seconds = (await drain_filled(url, schema, n, jobs_module="benchmarks.flow_jobs")).seconds
     if keys == 0:
         key, what = "soniq.drain_max_concurrency", f"max_concurrency={FLEET_MAX}"
     elif keys == RATED:

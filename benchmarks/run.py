@@ -186,8 +186,11 @@ async def run(args: argparse.Namespace) -> list[Result]:
     if "scale" in groups:
         scaled = await scale.scale(url, counts["scale"], (counts["scale_many"], 4))
         show(*scaled)
-        print(f"  {scaled[-1].key}: active sessions waited on "
-              f"{scaled[-1].extra['active_session_samples']}", flush=True)
+        print(
+            f"  {scaled[-1].key}: active sessions waited on "
+            f"{scaled[-1].extra['active_session_samples']}",
+            flush=True,
+        )
 
     if "dashboard" in groups:
         for row in await dashboard.run(url, counts["dashboard_rows"]):

@@ -47,7 +47,10 @@ async def drain_by(
     # no-op handlers borrow no connection: each worker holds its 3 own (32 workers: 96)
     procs = [
         WorkerProcess(
-            url, schema, concurrency=concurrency, tag=f"-{i}",
+            url,
+            schema,
+            concurrency=concurrency,
+            tag=f"-{i}",
             extra_env={"SONIQ_POOL_MIN_SIZE": "0"},
         )
         for i in range(workers)

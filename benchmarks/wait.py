@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
-
-from benchmarks.common import Result, drop_schema, fresh_schema
-from benchmarks.drain import WorkerProcess, _wait_registered
-from benchmarks.jobs import register
-from soniq import Soniq
+from benchmarks.common import Result, pct
+from benchmarks.drain import idle_worker
 
 HOLD = 0.02  # each job runs this long, so its waiter is listening before it ends
 
@@ -19,18 +15,9 @@ HOLD = 0.02  # each job runs this long, so its waiter is listening before it end
 async def wait_latency(url: str, jobs: int) -> Result:
     """One job at a time: enqueue, ``wait``; latency = waiter return - the job's end (its
     ``finished_at``, and, second figure, the handler's return)."""
-    schema = "bench_wait"
-    await fresh_schema(url, schema)
-    app = Soniq(database_url=url, schema=schema)
-    register(app)
-    await app.setup()
-    worker = WorkerProcess(url, schema)
-    conn = await asyncpg.connect(url)
     from_end: list[float] = []
     from_return: list[float] = []
-    try:
-        worker.start()
-        await _wait_registered(conn, schema, worker, timeout=60)
+    async with idle_worker(url, "bench_wait") as (app, _, _):
         for i in range(jobs + 5):  # the first five warm up both sides
             job_id = await app.enqueue("bench.hold", args={"seconds": HOLD})
             job = await app.wait(job_id, timeout=30)
@@ -40,16 +27,8 @@ async def wait_latency(url: str, jobs: int) -> Result:
             from_end.append((back - job["finished_at"].timestamp()) * 1000)
             result = await app.get_result(job_id)
             from_return.append((back - float(result)) * 1000)
-    finally:
-        await app.close()
-        worker.stop()
-        await conn.close()
-        await drop_schema(url, schema)
     from_end.sort()
     from_return.sort()
-
-    def pct(values: list[float], p: float) -> float:
-        return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
 
     return Result(
         "soniq.wait",

@@ -231,6 +231,10 @@ class Database:
             name = "job_report_and_claim_queues"
         else:
             name = "job_report_and_claim_except" if exclude else "job_report_and_claim"
+        return self._with_limit(name, limit)
+
+    def _with_limit(self, name: str, limit: int) -> str:
+        """Query ``name`` with its ``{limit}`` inlined as a literal (cached per limit)."""
         key = (name, limit)
         text = self._claim_texts.get(key)
         if text is None:
@@ -301,12 +305,7 @@ class Database:
     # -- flow control: limits (soniq/limits.py) ---------------------------------------------
 
     def claim_gated_query(self, limit: int) -> str:
-        key = ("job_report_and_claim_gated", limit)
-        text = self._claim_texts.get(key)
-        if text is None:
-            text = self.q["job_report_and_claim_gated"].replace("{limit}", str(int(limit)))
-            self._claim_texts[key] = text
-        return text
+        return self._with_limit("job_report_and_claim_gated", limit)
 
     async def job_report_and_claim_gated(
         self,

@@ -290,15 +290,26 @@ class WorkerGates:
             if s not in current
         ]
 
+        self._all = [s for s, _ in self.lanes]
+        self._windowed = any(w is not None for _, w in self.lanes)
+        self._open: tuple[int, list[str]] | None = None  # (UTC minute, its open lanes)
+
     def __bool__(self) -> bool:
         return bool(self.lanes)
 
     def open_lanes(self, now: datetime | None = None) -> list[str]:
-        """The lanes to claim from now (those of tasks whose window is closed left out)."""
-        if all(w is None for _, w in self.lanes):
-            return [s for s, _ in self.lanes]
+        """The lanes to claim from now (those of tasks whose window is closed left out).
+        Windows open and close on whole minutes: worked out once per minute."""
+        if not self._windowed:
+            return self._all
         at = now or datetime.now(timezone.utc)
-        return [s for s, w in self.lanes if w is None or w.is_open(at)]
+        minute = int(at.timestamp() // 60)
+        if now is None and self._open is not None and self._open[0] == minute:
+            return self._open[1]
+        lanes = [s for s, w in self.lanes if w is None or w.is_open(at)]
+        if now is None:
+            self._open = (minute, lanes)
+        return lanes
 
     def until_a_window_opens(self, now: datetime | None = None) -> float | None:
         """Seconds until the first closed window of this worker's tasks opens, or None."""

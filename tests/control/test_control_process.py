@@ -14,19 +14,20 @@ import pytest
 from soniq import JobStatus, Soniq
 from tests.conftest import wait_for
 from tests.control import control_jobs
-from tests.process.test_worker_process import WorkerProcess, _restart_postgres
+from tests.process.test_worker_process import (
+    WorkerProcess,
+    _restart_postgres,
+    app_with_tasks,
+    killed_at_end,
+)
 
 MODULE = "tests.control.control_jobs"
 
 
 @pytest.fixture
 def procs(cli_env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None or w.proc.returncode not in (0, -9):
-            print(f"--- worker {w.pid} output ---\n{w.output()}")
-        w.kill()
+    with killed_at_end() as started:
+        yield started
 
 
 def start(procs: list[WorkerProcess], env: dict[str, str]) -> WorkerProcess:
@@ -37,12 +38,7 @@ def start(procs: list[WorkerProcess], env: dict[str, str]) -> WorkerProcess:
 
 @pytest.fixture
 async def app(make_app: Any) -> AsyncIterator[Soniq]:
-    app = await make_app()
-    for name, task in control_jobs.app.tasks.items():
-        app.tasks[name] = task
-    async with app.backend.acquire() as conn:
-        await conn.execute(control_jobs.EFFECTS_TABLE.format(schema=f'"{app.schema}"'))
-    yield app
+    yield await app_with_tasks(make_app, [control_jobs.app], control_jobs.EFFECTS_TABLE)
 
 
 async def effects(app: Soniq, job_id: str) -> list[Any]:
@@ -64,7 +60,7 @@ async def test_sigkill_right_after_complete_commit_never_reruns(
     async with app.backend.acquire() as conn:
         await wait_for(
             lambda: conn.fetchval(
-                f'SELECT bool_and(heartbeat_at < now() - interval \'4 seconds\') FROM '
+                f"SELECT bool_and(heartbeat_at < now() - interval '4 seconds') FROM "
                 f'"{app.schema}".soniq_workers WHERE pid = $1',
                 first.pid,
             ),

@@ -8,7 +8,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +61,36 @@ class WorkerProcess:
         self.log.close()
 
 
+@contextmanager
+def killed_at_end() -> Iterator[list[WorkerProcess]]:
+    """The worker processes a test starts: killed when it ends, the output of any that is
+    still running or did not exit cleanly printed (pytest shows it for a failed test)."""
+    started: list[WorkerProcess] = []
+    try:
+        yield started
+    finally:
+        for w in started:
+            if w.proc.poll() is None or w.proc.returncode not in (0, -9):
+                print(f"--- worker {w.pid} output ---\n{w.output()}")
+            w.kill()
+
+
+async def app_with_tasks(make_app: Any, sources: Sequence[Soniq], table: str) -> Soniq:
+    """A test app that enqueues the handlers of ``sources`` by name (the worker processes
+    import them), with the test table ``table`` (SQL with ``{schema}``) created."""
+    app = await make_app()
+    for source in sources:
+        for name, task in source.tasks.items():
+            app.tasks[name] = task
+    async with app.backend.acquire() as conn:
+        await conn.execute(table.format(schema=f'"{app.schema}"'))
+    return app
+
+
 @pytest.fixture
 def workers(cli_env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None or w.proc.returncode not in (0, -9):
-            print(f"--- worker {w.pid} output ---\n{w.output()}")
-        w.kill()
+    with killed_at_end() as started:
+        yield started
 
 
 def start(workers: list[WorkerProcess], env: dict[str, str], *args: str) -> WorkerProcess:
@@ -78,15 +101,10 @@ def start(workers: list[WorkerProcess], env: dict[str, str], *args: str) -> Work
 
 @pytest.fixture
 async def app(make_app: Any) -> AsyncIterator[Soniq]:
-    app = await make_app()
     from tests.process import two_apps, worker_jobs
 
-    for source in (worker_jobs.app, two_apps.app_a, two_apps.app_b):
-        for name, task in source.tasks.items():  # enqueue the same handlers by name
-            app.tasks[name] = task
-    async with app.backend.acquire() as conn:
-        await conn.execute(RUNS_TABLE.format(schema=f'"{app.schema}"'))
-    yield app
+    sources = (worker_jobs.app, two_apps.app_a, two_apps.app_b)
+    yield await app_with_tasks(make_app, sources, RUNS_TABLE)
 
 
 @pytest.fixture

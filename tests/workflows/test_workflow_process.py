@@ -13,7 +13,7 @@ import pytest
 
 from soniq import Soniq
 from tests.conftest import wait_for
-from tests.process.test_worker_process import WorkerProcess
+from tests.process.test_worker_process import WorkerProcess, app_with_tasks, killed_at_end
 from tests.workflows import wf_jobs
 
 MODULE = "tests.workflows.wf_jobs"
@@ -21,12 +21,8 @@ MODULE = "tests.workflows.wf_jobs"
 
 @pytest.fixture
 def procs(cli_env: dict[str, str]) -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None or w.proc.returncode not in (0, -9):
-            print(f"--- worker {w.pid} output ---\n{w.output()}")
-        w.kill()
+    with killed_at_end() as started:
+        yield started
 
 
 def start(procs: list[WorkerProcess], env: dict[str, str], *args: str) -> WorkerProcess:
@@ -37,12 +33,7 @@ def start(procs: list[WorkerProcess], env: dict[str, str], *args: str) -> Worker
 
 @pytest.fixture
 async def app(make_app: Any) -> AsyncIterator[Soniq]:
-    app = await make_app()
-    for name, task in wf_jobs.app.tasks.items():
-        app.tasks[name] = task
-    async with app.backend.acquire() as conn:
-        await conn.execute(wf_jobs.EFFECTS_TABLE.format(schema=f'"{app.schema}"'))
-    yield app
+    yield await app_with_tasks(make_app, [wf_jobs.app], wf_jobs.EFFECTS_TABLE)
 
 
 async def scalar(app: Soniq, sql: str, *args: Any) -> Any:
