@@ -316,18 +316,20 @@ class Database:
         lanes: Sequence[str],
         queues: Sequence[str] | None,
         paused: Sequence[str],
-        simple: Sequence[str],
+        ring: Sequence[str],
+        after: str | None,
     ) -> list[Row]:
         """Record ``batch`` and claim up to ``limit`` jobs, admitting limited ones of
-        ``lanes`` by their rows (``simple``: lanes of tasks with no other limit)."""
+        ``lanes`` (``ring``: the simple ones, visited from key ``after`` of the first)."""
         return await conn.fetch(  # type: ignore[no-any-return]
             self.claim_gated_query(limit),
             *_report_args(worker_id, batch),
             list(lanes),
             list(queues) if queues else None,
             list(paused),
-            list(simple),
+            list(ring),
             self.channel,
+            after,
         )
 
     async def gate_next_free(self, conn: Conn, rate_scopes: Sequence[str]) -> float | None:

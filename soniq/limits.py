@@ -293,9 +293,25 @@ class WorkerGates:
         self._all = [s for s, _ in self.lanes]
         self._windowed = any(w is not None for _, w in self.lanes)
         self._open: tuple[int, list[str]] | None = None  # (UTC minute, its open lanes)
+        self._ring = sorted(set(self.simple))
+        self._cursor: tuple[str, str] | None = None  # the simple lane served last
 
-    def __bool__(self) -> bool:
-        return bool(self.lanes)
+    def ring(self, open_lanes: list[str]) -> tuple[list[str], str | None]:
+        """The simple lanes among ``open_lanes`` in this worker's round-robin order, and
+        the key to go on after in the first: the claim visits the lanes after the one
+        served last, then wraps around."""
+        lanes = [s for s in self._ring if s in open_lanes] if self._windowed else self._ring
+        if self._cursor is None or self._cursor[0] not in lanes:
+            return lanes, None
+        i = lanes.index(self._cursor[0])
+        return lanes[i:] + lanes[:i], self._cursor[1]
+
+    def served(self, rows: list[Any]) -> None:
+        """Note where the claim that returned ``rows`` left the round-robin (its last
+        simple lane visited), for the next claim to go on after."""
+        if rows and rows[0]["lane_cursor"]:
+            scope, key = json.loads(rows[0]["lane_cursor"])
+            self._cursor = (scope, key)
 
     def open_lanes(self, now: datetime | None = None) -> list[str]:
         """The lanes to claim from now (those of tasks whose window is closed left out).

@@ -64,6 +64,9 @@ CLAIM_PLANNER = {
     "enable_sort": "off",
     "plan_cache_mode": "force_generic_plan",
     "jit": "off",
+    # the claim of simple lanes counts running jobs in a statement that starts after it took
+    # their locks: it needs each statement's own snapshot (soniq/limits.py)
+    "default_transaction_isolation": "read committed",
 }
 
 
@@ -374,16 +377,12 @@ class Worker:
             await self.db.job_unlimit_stale(conn, gates.stale)
             self._limits_synced = True
         if gates:
+            lanes = gates.open_lanes()
+            ring, after = gates.ring(lanes)
             rows = await self.db.job_report_and_claim_gated(
-                conn,
-                self.worker_id,
-                limit,
-                batch,
-                gates.open_lanes(),
-                queues,
-                paused,
-                gates.simple,
+                conn, self.worker_id, limit, batch, lanes, queues, paused, ring, after
             )
+            gates.served(rows)
             self._rate_room_at = None
             if len(rows) < limit and gates.rate_scopes:  # held by a full rate limit?
                 wait = await self.db.gate_next_free(conn, gates.rate_scopes)

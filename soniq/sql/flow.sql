@@ -37,20 +37,21 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
 -- The one round trip of a worker that serves tasks with limits or windows (soniq/limits.py
 -- explains why it is correct): record outcomes (see _job_report), give back the slots of the
 -- limited jobs they end ("freed": soniq_gate_claim does it first, in lock order, and the
--- release trigger then leaves those rows alone), admit jobs on the lanes $11 (the open ones
--- of this worker's limited tasks; $14: those of tasks with no other limit), and top up with
--- plain due jobs to {limit}. Every admitted job is claimed (its slots are taken); plain rows
--- locked beyond {limit} are left. $12: the worker's queues (NULL: all); $13: paused queues;
--- $15: the wake-up channel.
+-- release trigger then leaves those jobs alone), admit jobs on the lanes $11 (the open ones
+-- of this worker's limited tasks; $14: those of simple lanes, in the worker's round-robin
+-- order from key $16 of the first), and top up with plain due jobs to {limit}. Every
+-- admitted job is claimed (its slots are taken); plain rows locked beyond {limit} are left.
+-- $12: the worker's queues (NULL: all); $13: paused queues; $15: the wake-up channel.
+-- Returns the last simple lane visited too (the worker's round-robin goes on after it).
 {_job_report}, freed AS (
-    SELECT queue, limit_scope, limit_key, limit_more FROM done WHERE limit_scope IS NOT NULL
+    SELECT id, queue, limit_scope, limit_key, limit_more FROM done WHERE limit_scope IS NOT NULL
     UNION ALL
-    SELECT queue, limit_scope, limit_key, limit_more FROM other WHERE limit_scope IS NOT NULL
+    SELECT id, queue, limit_scope, limit_key, limit_more FROM other WHERE limit_scope IS NOT NULL
 ), gated AS MATERIALIZED (
     SELECT g.id FROM {schema}.soniq_gate_claim(
         $11::text[], $14::text[], $12::text[], $13::text[], {limit},
-        (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more))
-         FROM freed), $15) AS g(id)
+        (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more, id))
+         FROM freed), $15, $16::text) AS g(id)
 ), plain AS (
     SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL
@@ -64,7 +65,7 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
     (SELECT id FROM plain ORDER BY priority, scheduled_at, id
      LIMIT (SELECT {limit} - count(*) FROM gated))
 )
-{_job_claim_set}
+{_job_claim_set}, current_setting('soniq.lane_cursor', true) AS lane_cursor
 
 -- name: gate_next_free
 -- Seconds (database clock) until the first of the rate limits $1 that is full has room
@@ -100,8 +101,14 @@ UPDATE {schema}.soniq_jobs SET limit_scope = NULL, limit_key = NULL, limit_more 
 WHERE status = 'queued' AND limit_scope = ANY($1::text[])
 
 -- name: limit_list
-SELECT scope, key, max, running, window_ms, full_until
-FROM {schema}.soniq_limits ORDER BY scope, key
+-- Every counter row; `running` also counts the jobs of its lane that keep no counter (a
+-- simple lane's jobs in `processing`, migration 010).
+SELECT l.scope, l.key, l.max, l.window_ms, l.full_until,
+       l.running + (SELECT count(*) FROM {schema}.soniq_jobs AS p
+                    WHERE p.limit_scope = l.scope AND p.limit_key = l.key
+                      AND p.status = 'processing' AND p.limit_more IS NULL)::integer
+           AS running
+FROM {schema}.soniq_limits AS l ORDER BY l.scope, l.key
 
 -- name: limit_prune
 -- Rate-limit rows unused for $1 seconds (and at least a window), with their starts: all past.

@@ -101,6 +101,7 @@ cancel_reason = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'aborted' END
 -- Fragment: mark the rows of CTE "due" as claimed by worker $1 and return them. A job past
 -- its expires_at is not started: it ends cancelled ("expired") and comes back with that
 -- status for the worker to skip (expires_at is NULL for jobs without expiry: no cost).
+-- It ends with its RETURNING list, which job_report_and_claim_gated extends.
 UPDATE {schema}.soniq_jobs AS j
 SET status = CASE WHEN j.expires_at <= now() THEN 'cancelled' ELSE 'processing' END,
     attempts = j.attempts + CASE WHEN j.expires_at <= now() THEN 0 ELSE 1 END,

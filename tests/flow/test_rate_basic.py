@@ -137,7 +137,7 @@ async def test_rescue_gives_back_every_concurrency_slot_of_a_combined_job(app: S
             "heartbeat_at) VALUES ('dead', 'h', 1, 1, now() - interval '1 hour')"
         )
         rows = await db.job_report_and_claim_gated(
-            conn, "dead", 1, EMPTY_BATCH, ["key:r.combo"], None, [], []
+            conn, "dead", 1, EMPTY_BATCH, ["key:r.combo"], None, [], [], None
         )
     assert len(rows) == 1
     before = await _rows(app)

@@ -1,0 +1,100 @@
+"""Simple lanes (a task whose only limit is max_concurrency or max_concurrency_per_key) keep
+no counter: a claim holds the lane's advisory lock and counts its jobs in `processing` in a
+statement that starts after the lock (soniq/limits.py). These tests drive the claim
+statement from several connections at once, at the SQL level, where the races are."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from soniq import Soniq
+from soniq.outcomes import EMPTY_BATCH, Batch
+
+RING = ["key:t.lane"]
+
+
+def _done(rows: list[Any]) -> Batch:
+    ids = [r["id"] for r in rows]
+    return Batch(done_ids=ids, done_results=[None] * len(ids), other=[], requeue_now=False)
+
+
+async def _claim(
+    app: Soniq, conn: Any, worker: str, n: int, batch: Batch = EMPTY_BATCH
+) -> list[Any]:
+    db = await app.database()
+    return await db.job_report_and_claim_gated(  # type: ignore[no-any-return]
+        conn, worker, n, batch, RING, None, [], RING, None
+    )
+
+
+async def _register(app: Soniq, workers: list[str]) -> None:
+    @app.job(name="t.lane", max_concurrency_per_key=1)
+    async def lane() -> None: ...
+
+    async with app.backend.acquire() as conn:
+        for w in workers:
+            await conn.execute(
+                f'INSERT INTO "{app.schema}".soniq_workers (id, hostname, pid, concurrency, '
+                "heartbeat_at) VALUES ($1, 'h', 1, 10, now())",
+                w,
+            )
+
+
+async def test_a_lane_held_by_an_uncommitted_claim_is_skipped(app: Soniq) -> None:
+    await _register(app, ["a", "b"])
+    for _ in range(3):
+        await app.enqueue("t.lane", concurrency_key="acme")
+    async with app.backend.acquire() as a, app.backend.acquire() as b:
+        async with a.transaction():
+            mine = await _claim(app, a, "a", 5)
+            assert len(mine) == 1  # one at a time in the lane
+            # a has not committed: b's snapshot shows no job of the lane running, but the
+            # lane is a's until it commits
+            assert await _claim(app, b, "b", 5) == []
+        assert await _claim(app, b, "b", 5) == []  # committed: its job runs
+        limits = {(r["scope"], r["key"]): r for r in await (await app.database()).limit_list()}
+        assert limits[("key:t.lane", "acme")]["running"] == 1
+        async with app.backend.acquire() as c:  # the lane row itself is never written
+            raw = await c.fetchval(
+                f'SELECT running FROM "{app.schema}".soniq_limits WHERE key = $1', "acme"
+            )
+        assert raw == 0
+        await (await app.database()).job_report(a, "a", _done(mine))
+        assert len(await _claim(app, b, "b", 5)) == 1  # a's job ended: the slot is free
+
+
+async def test_claimers_racing_on_few_lanes_never_run_two_of_one_key(app: Soniq) -> None:
+    workers = [f"w{i}" for i in range(6)]
+    await _register(app, workers)
+    keys = ["k0", "k1", "k2", "k3"]
+    for k in keys:
+        await app.enqueue_many("t.lane", [{} for _ in range(150)], concurrency_key=k)
+    overlaps: list[list[Any]] = []
+    claimed = 0
+
+    async def claimer(worker: str) -> None:
+        nonlocal claimed
+        held: list[Any] = []
+        async with app.backend.acquire() as conn:
+            for _ in range(5000):  # bounded: 600 jobs, each claim takes at least one or waits
+                held = await _claim(app, conn, worker, 3, _done(held))
+                claimed += len(held)
+                # every claim has committed: two running jobs of one key would both show
+                found = await conn.fetch(
+                    f'SELECT limit_key, count(*) AS n FROM "{app.schema}".soniq_jobs '
+                    "WHERE status = 'processing' GROUP BY limit_key HAVING count(*) > 1"
+                )
+                if found:
+                    overlaps.append([tuple(r) for r in found])
+                if not held and claimed >= 600:
+                    return
+                if not held:
+                    await asyncio.sleep(0)
+
+    await asyncio.wait_for(asyncio.gather(*(claimer(w) for w in workers)), 120)
+    print(f"claims overlapping in one key: {len(overlaps)}")
+    assert overlaps == []
+    assert claimed == 600
+    stats = await app.get_queue_stats()
+    assert int(stats["done"]) == 600
