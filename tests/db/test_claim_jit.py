@@ -31,7 +31,7 @@ async def test_claim_connection_runs_the_limited_claim_without_jit(app: Soniq) -
         await tx.start()
         try:  # the claim runs (ANALYZE) and is rolled back
             found = await conn.fetchval(
-                sql, *_report_args("w1", EMPTY_BATCH), lanes, None, [], lanes, db.channel
+                sql, *_report_args("w1", EMPTY_BATCH), lanes, None, [], lanes, db.channel, None
             )
         finally:
             await tx.rollback()

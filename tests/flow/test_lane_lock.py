@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+import pytest
+
 from soniq import Soniq
+from soniq.limits import WorkerGates
 from soniq.outcomes import EMPTY_BATCH, Batch
 
 RING = ["key:t.lane"]
@@ -98,3 +102,33 @@ async def test_claimers_racing_on_few_lanes_never_run_two_of_one_key(app: Soniq)
     assert claimed == 600
     stats = await app.get_queue_stats()
     assert int(stats["done"]) == 600
+
+
+async def test_the_claim_refuses_to_run_outside_read_committed(app: Soniq) -> None:
+    await _register(app, ["a"])
+    await app.enqueue("t.lane", concurrency_key="acme")
+    async with app.backend.acquire() as a:
+        # one snapshot per transaction would count running jobs as of before the lane lock
+        with pytest.raises(asyncpg.RaiseError, match="READ COMMITTED"):
+            async with a.transaction(isolation="repeatable_read"):
+                await _claim(app, a, "a", 5)
+    async with app.backend.acquire() as a:
+        assert len(await _claim(app, a, "a", 5)) == 1
+
+
+def test_a_worker_goes_round_the_lanes_from_where_its_last_claim_left_off(app: Soniq) -> None:
+    @app.job(name="t.a", max_concurrency_per_key=1)
+    async def a() -> None: ...
+
+    @app.job(name="t.b", max_concurrency=2)
+    async def b() -> None: ...
+
+    gates = WorkerGates(app.registry.tasks)
+    lanes = gates.open_lanes()
+    assert gates.ring(lanes) == (["key:t.a", "task:t.b"], None)
+    gates.served([{"lane_cursor": None}])  # a claim of plain jobs only: no change
+    assert gates.ring(lanes) == (["key:t.a", "task:t.b"], None)
+    gates.served([{"lane_cursor": '["task:t.b", ""]'}])
+    assert gates.ring(lanes) == (["task:t.b", "key:t.a"], "")
+    gates.served([{"lane_cursor": '["key:t.a", "acme"]'}])
+    assert gates.ring(lanes) == (["key:t.a", "task:t.b"], "acme")

@@ -121,48 +121,50 @@ BEGIN
         END IF;
     END IF;
     IF p_ring <> '{}' THEN
-        -- 1. lock up to p_n simple lanes with a due job and room, in round-robin order; the
-        -- CASE makes the lock the last test (only lanes that pass the others are locked)
-        SELECT array_agg(o.scope ORDER BY o.n), array_agg(o.key ORDER BY o.n),
-               array_agg(o.max ORDER BY o.n)
+        -- 1. lock up to p_n simple lanes with a due job and room, in round-robin order (the
+        -- CASE makes the lock the last test: only lanes that pass the others are locked; the
+        -- aggregates take the lanes in the order they were visited)
+        SELECT array_agg(v.scope), array_agg(v.key), array_agg(v.max)
         INTO l_scope, l_key, l_max
         FROM (
-            SELECT v.scope, v.key, v.max, row_number() OVER () AS n FROM (
-                SELECT c.scope, c.key, c.max FROM (
-                    (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
-                     WHERE c.scope = p_ring[1] AND (p_after IS NULL OR c.key > p_after)
-                     ORDER BY c.key)
-                    UNION ALL
-                    (SELECT c.scope, c.key, c.max
-                     FROM unnest(p_ring[2:]) WITH ORDINALITY AS s(scope, i)
-                     CROSS JOIN LATERAL (
-                         SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
-                         WHERE c.scope = s.scope ORDER BY c.key
-                     ) AS c)
-                    UNION ALL
-                    (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
-                     WHERE c.scope = p_ring[1] AND p_after IS NOT NULL AND c.key <= p_after
-                     ORDER BY c.key)
-                ) AS c
-                WHERE CASE
-                    WHEN NOT EXISTS (
-                        SELECT FROM {schema}.soniq_jobs AS q
-                        WHERE q.limit_scope = c.scope AND q.limit_key = c.key
-                          AND q.status = 'queued' AND q.scheduled_at <= now())
-                    THEN false
-                    WHEN c.max < 2147483647 AND (  -- busy, by this snapshot
-                        SELECT count(*) FROM (
-                            SELECT FROM {schema}.soniq_jobs AS p
-                            WHERE p.limit_scope = c.scope AND p.limit_key = c.key
-                              AND p.status = 'processing' AND NOT (p.id = ANY(gone))
-                            LIMIT c.max) AS z) >= c.max
-                    THEN false
-                    ELSE pg_try_advisory_xact_lock(hashtext('{schema} lanes'),
-                                                   hashtext(c.scope || '/' || c.key))
-                END
-                LIMIT p_n
-            ) AS v
-        ) AS o;
+            SELECT c.scope, c.key, c.max FROM (
+                (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
+                 WHERE c.scope = p_ring[1] AND (p_after IS NULL OR c.key > p_after)
+                 ORDER BY c.key)
+                UNION ALL
+                (SELECT c.scope, c.key, c.max
+                 FROM unnest(p_ring[2:]) WITH ORDINALITY AS s(scope, i)
+                 CROSS JOIN LATERAL (
+                     SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
+                     WHERE c.scope = s.scope ORDER BY c.key
+                 ) AS c)
+                UNION ALL
+                (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
+                 WHERE c.scope = p_ring[1] AND p_after IS NOT NULL AND c.key <= p_after
+                 ORDER BY c.key)
+            ) AS c
+            WHERE CASE
+                WHEN NOT COALESCE((  -- the lane's next due job, in a queue this claim serves
+                    SELECT (p_queues IS NULL OR q.queue = ANY(p_queues))
+                           AND NOT (q.queue = ANY(p_paused))
+                    FROM {schema}.soniq_jobs AS q
+                    WHERE q.limit_scope = c.scope AND q.limit_key = c.key
+                      AND q.status = 'queued' AND q.scheduled_at <= now()
+                    ORDER BY q.priority, q.scheduled_at, q.id
+                    LIMIT 1), false)
+                THEN false
+                WHEN c.max < 2147483647 AND (  -- busy, by this snapshot
+                    SELECT count(*) FROM (
+                        SELECT FROM {schema}.soniq_jobs AS p
+                        WHERE p.limit_scope = c.scope AND p.limit_key = c.key
+                          AND p.status = 'processing' AND NOT (p.id = ANY(gone))
+                        LIMIT c.max) AS z) >= c.max
+                THEN false
+                ELSE pg_try_advisory_xact_lock(hashtext('{schema} lanes'),
+                                               hashtext(c.scope || '/' || c.key))
+            END
+            LIMIT p_n
+        ) AS v;
         -- 2. a new snapshot: each locked lane's room, and its due jobs up to that room
         IF l_scope IS NOT NULL THEN
             -- the calling worker's next claim goes on after the last lane visited
