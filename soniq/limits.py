@@ -11,50 +11,79 @@ limit (``rate:<name>`` for a named limit, ``rate.task:<task>:<max>/<window>`` fo
 own, keyed by ``rate_limit_key``). Jobs of other tasks have NULL there; the plain claim takes
 only those (one ``IS NULL`` test on a row it already reads) and is otherwise unchanged.
 
+Two kinds of lane. A *simple* lane belongs to a task whose only limit is ``max_concurrency``
+or ``max_concurrency_per_key`` (or only a window): its jobs have no ``limit_more``, and it
+keeps no counter: what runs in it is the number of its jobs in ``processing``. Every other
+lane (a task with rate limits, or with both concurrency limits) keeps a counter: the
+``running`` of its row, like the rows of ``limit_more``.
+
 Admission. Workers whose registry has limited tasks claim with ``job_report_and_claim_gated``
-(sql/flow.sql), whose ``soniq_gate_claim`` (migration 009) locks the lanes with room and a due
-job ``FOR NO KEY UPDATE SKIP LOCKED``, takes their due jobs in claim order while every row in
-the job's ``limit_more`` gives a slot (``soniq_gate_take``: each row locked the same way,
-checked, then raised), raises the lane's ``running`` by the jobs admitted, and hands them to
-the statement that moves them to ``processing``, all in one transaction. Lanes of a task whose
+(sql/flow.sql), whose ``soniq_gate_claim`` (migration 010) admits jobs in the same statement
+that moves them to ``processing``. Simple lanes are visited in the worker's round-robin order
+(from the lane its last claim visited last); a lane whose next due job is in a queue the
+worker serves and which, by the statement's snapshot, has room, is locked with
+``pg_try_advisory_xact_lock`` (a lane another claimer holds is skipped), up to one lane per
+job wanted. Then a second statement, whose snapshot is taken after those locks, counts each
+locked lane's jobs in ``processing`` and takes its due jobs in claim order up to ``max`` less
+that count. Counter lanes are visited least busy, least recently served first; each is locked
+``FOR NO KEY UPDATE SKIP LOCKED``, its due jobs are taken in claim order while every row in the
+job's ``limit_more`` gives a slot (``soniq_gate_take``: each row locked the same way, checked,
+then raised), and its ``running`` is raised by the jobs admitted. Lanes of a task whose
 execution window is closed are left out of the claim by the worker.
 
-Release. A worker's report-and-claim statement gives back the slots of the limited jobs it
-ends itself, first thing in ``soniq_gate_claim``: one ``UPDATE`` per counter row, in (scope,
-key) order, before it takes any claim lock; it then marks its transaction so that the release
-trigger leaves those rows alone. Every other path out of ``processing`` (rescue, shutdown
-return, abort, ``ctx.complete``, deletion) goes through the row trigger (``WHEN`` the job
-leaves ``processing`` and has a limit, so other jobs pay nothing), which lowers ``running`` of
-the job's lane and concurrency rows in that same statement. Both NOTIFY the wake-up channel so
-held jobs start at once. A rate row keeps its starts (rows of ``soniq_rate_starts``, counted
-by its ``running``): each leaves the window by time, and is deleted by the claim that finds
-the count at ``max``; a worker that found a rate limit full sleeps until its ``full_until``.
+Release. A job of a simple lane gives its slot back by leaving ``processing``, by whatever
+path. Counter slots: a worker's report-and-claim statement gives back those of the jobs it
+ends itself, first thing in ``soniq_gate_claim``: its rows locked in (scope, key) order, then
+lowered by one ``UPDATE``, before it takes any claim lock; it then marks its transaction so
+that the release trigger leaves those jobs alone. Every other path out of ``processing``
+(rescue, shutdown return, abort, ``ctx.complete``, deletion) goes through the row trigger
+(``WHEN`` the job leaves ``processing`` and has a lane, so other jobs pay nothing), which
+lowers the counters of a job with ``limit_more`` in that same statement. Both NOTIFY the
+wake-up channel so held jobs start at once. A rate row keeps its starts (rows of
+``soniq_rate_starts``, counted by its ``running``): each leaves the window by time, and is
+deleted by the claim that finds the count at ``max``; a worker that found a rate limit full
+sleeps until its ``full_until``.
 
-Why the limits hold under READ COMMITTED. Every change to ``running`` and ``starts`` is a write
-to the counter row: a claim's raise happens while it holds the row lock, and every decrement
-(the give-back or the trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns
-the newest committed version of the row it locks (EvalPlanQual re-reads it), not the
-statement's snapshot, and the claim's ``UPDATE`` of the row it already holds likewise applies
-to that newest version. So the ``running`` a claimer reads is the true number of admitted,
-unreleased jobs (for a rate row: of recorded starts, never fewer than those in the window, and
-made exact by deleting the starts that left the window before a job is refused), nobody can
-admit against the row until it commits, and it admits no more than the room it read. Counting
-``processing`` rows inside the claim's snapshot would not be safe (jobs admitted by a claimer
-that commits after the snapshot are invisible; pgqueuer#761, hatchet#4778). A rate start is
-stamped with ``clock_timestamp()`` taken while the row is locked, so the starts of one row are
-recorded in time order and every start has fewer than ``max`` others in the ``window`` before
-it: no window of that length holds more than ``max``. Decrements are only ever applied to jobs
-that were counted: the claim counts exactly the jobs it returns (expired ones are left to the
-expiry sweep), and each job leaving ``processing`` is given back once: by the claim for exactly
-the rows its guarded outcome ``UPDATE`` moved (their ``RETURNING``), by the trigger for all
-others.
+Why the limits hold under READ COMMITTED.
 
-Deadlocks. Claims only take locks with SKIP LOCKED (they never wait), and a worker gives its
-slots back before it claims, in one order; so two workers' statements never wait on each
-other in a cycle. The only wait a claim can make is for recreating a pruned rate row that
-another transaction is inserting at that instant. A trigger release (rescue and the other
-paths above) updates rows in no set order and can deadlock with another release; PostgreSQL
-aborts one and it is retried (rescue runs again, a worker writes its batch again).
+Simple lanes: every job enters ``processing`` in a simple lane only through a claim that
+holds the lane's advisory lock (the plain claim takes only jobs without a lane), and that
+lock is held until the claim's transaction ends. PostgreSQL releases a transaction's locks
+after its commit is visible to new snapshots. So when a claimer gets the lock, every job
+admitted to the lane by an earlier holder is committed, and the claimer's next statement (a
+new snapshot: each statement of a PL/pgSQL function under READ COMMITTED takes one, which is
+why the claim refuses any other isolation level) sees it in ``processing``; nobody else admits
+to the lane until the claimer commits. Jobs that leave ``processing`` meanwhile can only make
+the count too high, never too low, so the claimer admits no more than ``max`` less what
+truly runs. Counting ``processing`` rows in the snapshot the lock was taken in would not be
+safe (jobs admitted by a claimer that commits after the snapshot are invisible;
+pgqueuer#761, hatchet#4778): that is why the count is a separate statement. The lock key is
+a hash of the lane: two lanes that share one only take turns.
+
+Counter rows: every change to ``running`` and ``starts`` is a write to the counter row: a
+claim's raise happens while it holds the row lock, and every decrement (the give-back or the
+trigger) waits for that lock. ``SELECT ... FOR [NO KEY] UPDATE`` returns the newest committed
+version of the row it locks (EvalPlanQual re-reads it), not the statement's snapshot, and the
+claim's ``UPDATE`` of the row it already holds likewise applies to that newest version. So the
+``running`` a claimer reads is the true number of admitted, unreleased jobs (for a rate row: of
+recorded starts, never fewer than those in the window, and made exact by deleting the starts
+that left the window before a job is refused), nobody can admit against the row until it
+commits, and it admits no more than the room it read. A rate start is stamped with
+``clock_timestamp()`` taken while the row is locked, so the starts of one row are recorded in
+time order and every start has fewer than ``max`` others in the ``window`` before it: no
+window of that length holds more than ``max``. Decrements are only ever applied to jobs that
+were counted: the claim counts exactly the jobs it returns (expired ones are left to the
+expiry sweep), and each job leaving ``processing`` is given back once: by the claim for
+exactly the rows its guarded outcome ``UPDATE`` moved (their ``RETURNING``), by the trigger
+for all others.
+
+Deadlocks. Claims only take locks that do not wait (SKIP LOCKED, try-locks), and a worker
+gives its counter slots back before it claims, in one order; so two workers' statements never
+wait on each other in a cycle. The only wait a claim can make is for recreating a pruned rate
+row that another transaction is inserting at that instant. A trigger release (rescue and the
+other paths above) updates counter rows in no set order and can deadlock with another
+release; PostgreSQL aborts one and it is retried (rescue runs again, a worker writes its
+batch again).
 """
 
 from __future__ import annotations
