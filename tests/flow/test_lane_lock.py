@@ -132,3 +132,66 @@ def test_a_worker_goes_round_the_lanes_from_where_its_last_claim_left_off(app: S
     assert gates.ring(lanes) == (["task:t.b", "key:t.a"], "")
     gates.served([{"lane_cursor": '["key:t.a", "acme"]'}])
     assert gates.ring(lanes) == (["key:t.a", "task:t.b"], "acme")
+
+
+async def _notified_by(app: Soniq, listener: Any, run: Any) -> list[str]:
+    """The wake-ups sent while ``run()`` ran: a sentinel NOTIFY sent after it arrives after
+    them (notifications are delivered in commit order), so an empty list is proof."""
+    got: asyncio.Queue[str] = asyncio.Queue()
+    db = await app.database()
+
+    def heard(_c: Any, _pid: int, _channel: str, payload: str) -> None:
+        got.put_nowait(payload)
+
+    await listener.add_listener(db.channel, heard)
+    try:
+        await run()
+        await listener.execute("SELECT pg_notify($1, '!sentinel')", db.channel)
+        seen = []
+        while (payload := await asyncio.wait_for(got.get(), 10)) != "!sentinel":
+            seen.append(payload)
+        return seen
+    finally:
+        await listener.remove_listener(db.channel, heard)
+
+
+async def test_a_freed_lane_with_room_left_wakes_the_other_workers(app: Soniq) -> None:
+    @app.job(name="t.cap", max_concurrency=3)
+    async def cap() -> None: ...
+
+    await _register(app, ["a"])
+    await app.enqueue_many("t.cap", [{} for _ in range(6)])
+    ring = ["task:t.cap"]
+    db = await app.database()
+    async with app.backend.acquire() as a, app.backend.acquire() as listener:
+        first = await db.job_report_and_claim_gated(
+            a, "a", 1, EMPTY_BATCH, ring, None, [], ring, None
+        )
+        assert len(first) == 1
+        second: list[Any] = []
+
+        async def report_and_claim_one() -> None:
+            second.extend(
+                await db.job_report_and_claim_gated(
+                    a, "a", 1, _done(first), ring, None, [], ring, None
+                )
+            )
+
+        # it frees the lane, takes one job, and leaves room for two more: others may take them
+        assert await _notified_by(app, listener, report_and_claim_one) == ["default"]
+        assert len(second) == 1
+
+
+async def test_a_lane_its_claim_filled_again_wakes_nobody(app: Soniq) -> None:
+    await _register(app, ["a"])
+    await app.enqueue_many("t.lane", [{} for _ in range(3)], concurrency_key="acme")
+    async with app.backend.acquire() as a, app.backend.acquire() as listener:
+        first = await _claim(app, a, "a", 1)
+        second: list[Any] = []
+
+        async def report_and_claim_one() -> None:
+            second.extend(await _claim(app, a, "a", 1, _done(first)))
+
+        # the lane's next job is this worker's: nothing for anyone else to take
+        assert await _notified_by(app, listener, report_and_claim_one) == []
+        assert len(second) == 1

@@ -85,6 +85,9 @@ DECLARE
     l_scope text[];
     l_key text[];
     l_max integer[];
+    l_free integer[];
+    picked uuid[] := '{}';
+    picked_lane bigint[];
     cand record;
     lane record;
     job record;
@@ -170,20 +173,19 @@ BEGIN
             -- the calling worker's next claim goes on after the last lane visited
             PERFORM set_config('soniq.lane_cursor', jsonb_build_array(
                 l_scope[cardinality(l_scope)], l_key[cardinality(l_key)])::text, true);
-            RETURN QUERY
             WITH lanes AS MATERIALIZED (
                 -- room: max less the lane's jobs in `processing` (none counted for a lane
                 -- without a maximum: a task held by an execution window only)
-                SELECT u.scope, u.key, u.max - (
+                SELECT u.i, u.scope, u.key, u.max - (
                     SELECT count(*) FROM (
                         SELECT FROM {schema}.soniq_jobs AS p
                         WHERE u.max < 2147483647
                           AND p.limit_scope = u.scope AND p.limit_key = u.key
                           AND p.status = 'processing' AND NOT (p.id = ANY(gone))
                         LIMIT u.max) AS z) AS free
-                FROM unnest(l_scope, l_key, l_max) AS u(scope, key, max)
+                FROM unnest(l_scope, l_key, l_max) WITH ORDINALITY AS u(scope, key, max, i)
             ), picked AS (
-                SELECT c.id, c.priority, c.scheduled_at
+                SELECT c.id, c.priority, c.scheduled_at, lanes.i
                 FROM lanes CROSS JOIN LATERAL (
                     SELECT q.id, q.priority, q.scheduled_at FROM {schema}.soniq_jobs AS q
                     WHERE q.limit_scope = lanes.scope AND q.limit_key = lanes.key
@@ -196,9 +198,15 @@ BEGIN
                     FOR UPDATE SKIP LOCKED
                 ) AS c
                 WHERE lanes.free > 0
+            ), chosen AS (
+                SELECT * FROM picked ORDER BY priority, scheduled_at, id LIMIT p_n
             )
-            SELECT picked.id FROM picked ORDER BY priority, scheduled_at, id LIMIT p_n;
-            GET DIAGNOSTICS taken = ROW_COUNT;
+            SELECT COALESCE((SELECT array_agg(chosen.id) FROM chosen), '{}'),
+                   (SELECT array_agg(chosen.i) FROM chosen),
+                   (SELECT array_agg(lanes.free ORDER BY lanes.i) FROM lanes)
+            INTO picked, picked_lane, l_free;
+            taken := cardinality(picked);
+            RETURN QUERY SELECT unnest(picked);
         END IF;
     END IF;
     IF NOT (p_scopes <@ p_ring) THEN  -- lanes that keep counters
@@ -251,7 +259,7 @@ BEGIN
                 SELECT FROM {schema}.soniq_limits AS l
                 WHERE l.scope = f.scope AND l.key = f.key AND l.running < l.max
             ) AS x)
-        OR EXISTS (  -- a simple lane it freed has a due job, and this claim left it
+        OR EXISTS (  -- a simple lane it freed has a due job it did not take, and room
             SELECT FROM (SELECT DISTINCT f.v->>1 AS scope, f.v->>2 AS key
                          FROM jsonb_array_elements(p_freed) AS f(v)
                          WHERE jsonb_typeof(f.v->3) IS DISTINCT FROM 'array') AS f
@@ -259,9 +267,14 @@ BEGIN
                 SELECT FROM {schema}.soniq_jobs AS q
                 WHERE q.limit_scope = f.scope AND q.limit_key = f.key
                   AND q.status = 'queued' AND q.scheduled_at <= now()
+                  AND NOT (q.id = ANY(picked))
                 LIMIT 1
             ) AS x
-            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key)))
+            WHERE NOT EXISTS (  -- a lane this claim filled: no room for anyone now
+                SELECT FROM unnest(l_scope, l_key, l_free) WITH ORDINALITY AS u(scope, key, free, i)
+                WHERE u.scope = f.scope AND u.key = f.key
+                  AND u.free <= (SELECT count(*) FROM unnest(picked_lane) AS t(i)
+                                 WHERE t.i = u.i)))
     ) THEN
         -- wake the other workers
         PERFORM pg_notify(p_channel, q.queue)
