@@ -195,3 +195,37 @@ async def test_a_lane_its_claim_filled_again_wakes_nobody(app: Soniq) -> None:
         # the lane's next job is this worker's: nothing for anyone else to take
         assert await _notified_by(app, listener, report_and_claim_one) == []
         assert len(second) == 1
+
+
+async def test_a_lane_left_with_room_by_a_full_batch_wakes_the_other_workers(app: Soniq) -> None:
+    @app.job(name="t.cap", max_concurrency=3)
+    async def cap() -> None: ...
+
+    await _register(app, ["a"])
+    await app.enqueue_many("t.cap", [{} for _ in range(6)])
+    ring = ["task:t.cap"]
+    db = await app.database()
+    async with app.backend.acquire() as a, app.backend.acquire() as listener:
+        got: list[Any] = []
+
+        async def claim_one() -> None:  # no outcome to report: only the lane's room tells
+            got.extend(
+                await db.job_report_and_claim_gated(
+                    a, "a", 1, EMPTY_BATCH, ring, None, [], ring, None
+                )
+            )
+
+        # another worker's claim that met the lane locked skipped it: it must hear of the room
+        assert await _notified_by(app, listener, claim_one) == ["default"]
+        assert len(got) == 1
+        got.clear()
+
+        async def claim_the_rest() -> None:
+            got.extend(
+                await db.job_report_and_claim_gated(
+                    a, "a", 5, EMPTY_BATCH, ring, None, [], ring, None
+                )
+            )
+
+        assert await _notified_by(app, listener, claim_the_rest) == []  # filled: no room
+        assert len(got) == 2

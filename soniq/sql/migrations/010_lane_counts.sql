@@ -207,6 +207,18 @@ BEGIN
             INTO picked, picked_lane, l_free;
             taken := cardinality(picked);
             RETURN QUERY SELECT unnest(picked);
+            -- a lane it held with room left and a due job it did not take (its batch was
+            -- full): a claimer that found the lane locked meanwhile skipped it, so wake them
+            PERFORM pg_notify(p_channel, x.queue)
+            FROM unnest(l_scope, l_key, l_free) WITH ORDINALITY AS u(scope, key, free, i)
+            CROSS JOIN LATERAL (
+                SELECT q.queue FROM {schema}.soniq_jobs AS q
+                WHERE q.limit_scope = u.scope AND q.limit_key = u.key
+                  AND q.status = 'queued' AND q.scheduled_at <= now()
+                  AND NOT (q.id = ANY(picked))
+                LIMIT 1
+            ) AS x
+            WHERE u.free > (SELECT count(*) FROM unnest(picked_lane) AS t(i) WHERE t.i = u.i);
         END IF;
     END IF;
     IF NOT (p_scopes <@ p_ring) THEN  -- lanes that keep counters
