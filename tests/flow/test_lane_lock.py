@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from soniq import Soniq
+from soniq import Soniq, migrate
 from soniq.limits import WorkerGates
 from soniq.outcomes import EMPTY_BATCH, Batch
 
@@ -229,3 +229,50 @@ async def test_a_lane_left_with_room_by_a_full_batch_wakes_the_other_workers(app
 
         assert await _notified_by(app, listener, claim_the_rest) == []  # filled: no room
         assert len(got) == 2
+
+
+async def test_a_worker_of_the_previous_version_claims_by_the_same_rules(app: Soniq) -> None:
+    await _register(app, ["a", "b"])
+    await app.enqueue_many("t.lane", [{} for _ in range(2)], concurrency_key="acme")
+    db = await app.database()
+    old_claim = (  # what a worker of migration 009 sends: seven arguments
+        f'SELECT * FROM "{app.schema}".soniq_gate_claim($1::text[], $1::text[], NULL, '
+        "'{}'::text[], 5, NULL, $2)"
+    )
+    async with app.backend.acquire() as a, app.backend.acquire() as b:
+        async with a.transaction():
+            assert len(await _claim(app, a, "a", 5)) == 1
+            assert await b.fetch(old_claim, RING, db.channel) == []  # the lane is a's
+        assert await b.fetch(old_claim, RING, db.channel) == []  # its job runs
+
+
+async def test_the_upgrade_recounts_what_runs_against_each_counter(app: Soniq) -> None:
+    @app.job(name="t.combo", max_concurrency=2, max_concurrency_per_key=1)
+    async def combo() -> None: ...
+
+    await _register(app, ["a"])
+    await app.enqueue("t.lane", concurrency_key="acme")
+    await app.enqueue("t.combo", concurrency_key="acme")
+    db = await app.database()
+    async with app.backend.acquire() as a:
+        lanes = ["key:t.lane", "key:t.combo"]
+        got = await db.job_report_and_claim_gated(
+            a, "a", 5, EMPTY_BATCH, lanes, None, [], ["key:t.lane"], None
+        )
+        assert len(got) == 2
+        # as a worker of 009 would have left them: the simple lane's counter raised too,
+        # and a counter that drifted
+        await a.execute(f'UPDATE "{app.schema}".soniq_limits SET running = 1')
+        await a.execute(
+            f'UPDATE "{app.schema}".soniq_limits SET running = 2 WHERE scope = $1', "task:t.combo"
+        )
+        (upgrade,) = [m for m in migrate.available() if m.name == "lane_counts"]
+        await a.execute(upgrade.sql.replace("{schema}", f'"{app.schema}"'))
+        raw = {
+            (r["scope"], r["key"]): r["running"]
+            for r in await a.fetch(f'SELECT scope, key, running FROM "{app.schema}".soniq_limits')
+        }
+    # the combined job holds its lane and the task row; the simple lane keeps no counter
+    assert raw == {("key:t.lane", "acme"): 0, ("key:t.combo", "acme"): 1, ("task:t.combo", ""): 1}
+    shown = {(r["scope"], r["key"]): r["running"] for r in await db.limit_list()}
+    assert shown[("key:t.lane", "acme")] == 1  # counted from its running job

@@ -70,9 +70,10 @@ $$;
 -- turn: order within a lane is kept), and the lane's `running` is raised by the jobs taken.
 --
 -- The last simple lane visited is left in the transaction's setting soniq.lane_cursor
--- (["scope", "key"]) for the claim's RETURNING. If a lane or row it gave back may have
--- room and a due job, it wakes the workers on p_channel. Returns the ids; the caller's statement moves them to `processing` in the same
--- transaction. Expired jobs are left to the expiry sweep.
+-- (["scope", "key"]) for the claim's RETURNING. If a lane or row it gave back, or a lane it
+-- held, has room and a due job it did not take, it wakes the workers on p_channel. Returns
+-- the ids; the caller's statement moves them to `processing` in the same transaction.
+-- Expired jobs are left to the expiry sweep.
 DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(
     text[], text[], text[], text[], integer, jsonb, text);
 CREATE OR REPLACE FUNCTION {schema}.soniq_gate_claim(
@@ -103,7 +104,8 @@ BEGIN
                          'worker connections';
     END IF;
     IF p_freed IS NOT NULL THEN
-        gone := ARRAY(SELECT (f.v->>4)::uuid FROM jsonb_array_elements(p_freed) AS f(v));
+        gone := ARRAY(SELECT (f.v->>4)::uuid FROM jsonb_array_elements(p_freed) AS f(v)
+                      WHERE f.v->>4 IS NOT NULL);  -- (a 009 worker sends no ids)
         -- this transaction only: the release trigger leaves these jobs to this function
         PERFORM set_config('soniq.slots_given_back', 'on', true);
         -- lock the counter rows in (scope, key) order first, then lower them all in one
@@ -294,3 +296,37 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Workers of the previous version call the seven-argument form: the same claim, from the
+-- start of their ring, so both versions admit by the same rules during a rolling upgrade.
+CREATE OR REPLACE FUNCTION {schema}.soniq_gate_claim(
+    p_scopes text[], p_ring text[], p_queues text[], p_paused text[], p_n integer,
+    p_freed jsonb, p_channel text
+) RETURNS SETOF uuid
+LANGUAGE sql ROWS 10 AS $$
+    SELECT {schema}.soniq_gate_claim(p_scopes, p_ring, p_queues, p_paused, p_n, p_freed,
+                                     p_channel, NULL::text)
+$$;
+
+-- Counters as this version keeps them: a concurrency row counts the running jobs that took a
+-- counter slot in it (jobs with limit_more: in their lane and in their limit_more rows);
+-- running jobs of simple lanes no longer count there. Claims of the previous version wait on
+-- the table lock, so the count is exact when it commits.
+LOCK TABLE {schema}.soniq_limits IN SHARE ROW EXCLUSIVE MODE;
+UPDATE {schema}.soniq_limits AS l SET running = n.running
+FROM (
+    SELECT c.scope, c.key, count(j.id)::integer AS running
+    FROM {schema}.soniq_limits AS c
+    LEFT JOIN (
+        SELECT j.id, j.limit_scope AS scope, j.limit_key AS key
+        FROM {schema}.soniq_jobs AS j
+        WHERE j.status = 'processing' AND j.limit_more IS NOT NULL
+        UNION ALL
+        SELECT j.id, g.v->>0, g.v->>1
+        FROM {schema}.soniq_jobs AS j, jsonb_array_elements(j.limit_more) AS g(v)
+        WHERE j.status = 'processing' AND j.limit_more IS NOT NULL
+    ) AS j ON j.scope = c.scope AND j.key = c.key
+    WHERE c.window_ms IS NULL
+    GROUP BY c.scope, c.key
+) AS n
+WHERE l.scope = n.scope AND l.key = n.key AND l.running <> n.running;
