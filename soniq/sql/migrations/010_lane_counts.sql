@@ -273,7 +273,7 @@ BEGIN
                 SELECT FROM {schema}.soniq_limits AS l
                 WHERE l.scope = f.scope AND l.key = f.key AND l.running < l.max
             ) AS x)
-        OR EXISTS (  -- a simple lane it freed has a due job it did not take, and room
+        OR EXISTS (  -- a simple lane it freed and did not take again has a due job
             SELECT FROM (SELECT DISTINCT f.v->>1 AS scope, f.v->>2 AS key
                          FROM jsonb_array_elements(p_freed) AS f(v)
                          WHERE jsonb_typeof(f.v->3) IS DISTINCT FROM 'array') AS f
@@ -281,14 +281,10 @@ BEGIN
                 SELECT FROM {schema}.soniq_jobs AS q
                 WHERE q.limit_scope = f.scope AND q.limit_key = f.key
                   AND q.status = 'queued' AND q.scheduled_at <= now()
-                  AND NOT (q.id = ANY(picked))
                 LIMIT 1
             ) AS x
-            WHERE NOT EXISTS (  -- a lane this claim filled: no room for anyone now
-                SELECT FROM unnest(l_scope, l_key, l_free) WITH ORDINALITY AS u(scope, key, free, i)
-                WHERE u.scope = f.scope AND u.key = f.key
-                  AND u.free <= (SELECT count(*) FROM unnest(picked_lane) AS t(i)
-                                 WHERE t.i = u.i)))
+            -- (a lane it took again wakes the others above if it left room in it)
+            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key)))
     ) THEN
         -- wake the other workers
         PERFORM pg_notify(p_channel, q.queue)
