@@ -50,8 +50,8 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
 ), gated AS MATERIALIZED (
     SELECT g.id FROM {schema}.soniq_gate_claim(
         $11::text[], $14::text[], $12::text[], $13::text[], {limit},
-        (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more, id))
-         FROM freed), $15, $16::text) AS g(id)
+        (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more))
+         FROM freed), $15, $16::text, (SELECT array_agg(id) FROM freed)) AS g(id)
 ), plain AS (
     SELECT id, priority, scheduled_at FROM {schema}.soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= now() AND limit_scope IS NULL

@@ -34,7 +34,7 @@ END
 $$;
 
 -- The counter rows (scope, key) that the jobs of p_freed ([queue, lane scope, lane key,
--- limit_more, id] each) took a slot in: for a job with limit_more, its lane and the rows of
+-- limit_more] each) took a slot in: for a job with limit_more, its lane and the rows of
 -- limit_more without a window (rate rows keep their starts). Jobs of simple lanes took
 -- none. A row appears once per job.
 CREATE OR REPLACE FUNCTION {schema}.soniq_freed_rows(p_freed jsonb)
@@ -51,7 +51,8 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- First give back the counter slots of p_freed, the limited jobs the calling statement
--- takes out of `processing` ([queue, lane scope, lane key, limit_more, id] each): rows
+-- takes out of `processing` ([queue, lane scope, lane key, limit_more] each; p_gone:
+-- their ids, NULL from a worker of the previous version): rows
 -- locked in (scope, key) order, so two workers giving back never deadlock, and before any
 -- claim lock is taken (claims only take locks that do not wait). Then admit up to p_n due
 -- jobs of the lanes p_scopes (queues p_queues, NULL: all; minus the paused p_paused).
@@ -76,13 +77,17 @@ $$;
 -- Expired jobs are left to the expiry sweep.
 DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(
     text[], text[], text[], text[], integer, jsonb, text);
+DROP FUNCTION IF EXISTS {schema}.soniq_gate_claim(
+    text[], text[], text[], text[], integer, jsonb, text, text);
 CREATE OR REPLACE FUNCTION {schema}.soniq_gate_claim(
     p_scopes text[], p_ring text[], p_queues text[], p_paused text[], p_n integer,
-    p_freed jsonb, p_channel text, p_after text
+    p_freed jsonb, p_channel text, p_after text, p_gone uuid[]
 ) RETURNS SETOF uuid
 LANGUAGE plpgsql ROWS 10 AS $$  -- a claim's batch: the planner joins its ids by primary key
 DECLARE
-    gone uuid[] := '{}';
+    gone uuid[] := COALESCE(p_gone, '{}');
+    counters boolean;  -- some job of p_freed took counter slots
+    ignored text;
     l_scope text[];
     l_key text[];
     l_max integer[];
@@ -103,11 +108,14 @@ BEGIN
             USING HINT = 'leave default_transaction_isolation at read committed for soniq''s '
                          'worker connections';
     END IF;
+    -- (plain expressions where possible: PL/pgSQL evaluates them without a query)
+    counters := COALESCE(
+        jsonb_path_exists(p_freed, 'strict $[*] ? (@[3].type() == "array")'), false);
     IF p_freed IS NOT NULL THEN
-        gone := ARRAY(SELECT (f.v->>4)::uuid FROM jsonb_array_elements(p_freed) AS f(v)
-                      WHERE f.v->>4 IS NOT NULL);  -- (a 009 worker sends no ids)
         -- this transaction only: the release trigger leaves these jobs to this function
-        PERFORM set_config('soniq.slots_given_back', 'on', true);
+        ignored := set_config('soniq.slots_given_back', 'on', true);
+    END IF;
+    IF counters THEN
         -- lock the counter rows in (scope, key) order first, then lower them all in one
         -- statement (jobs of simple lanes took no counter slot: nothing to lock for them)
         PERFORM FROM (SELECT DISTINCT r.scope, r.key
@@ -118,12 +126,10 @@ BEGIN
             WHERE l.scope = f.scope AND l.key = f.key
             FOR NO KEY UPDATE
         ) AS x;
-        IF FOUND THEN
-            UPDATE {schema}.soniq_limits AS l SET running = GREATEST(l.running - r.n, 0)
-            FROM (SELECT f.scope, f.key, count(*)::integer AS n
-                  FROM {schema}.soniq_freed_rows(p_freed) AS f GROUP BY f.scope, f.key) AS r
-            WHERE l.scope = r.scope AND l.key = r.key;
-        END IF;
+        UPDATE {schema}.soniq_limits AS l SET running = GREATEST(l.running - r.n, 0)
+        FROM (SELECT f.scope, f.key, count(*)::integer AS n
+              FROM {schema}.soniq_freed_rows(p_freed) AS f GROUP BY f.scope, f.key) AS r
+        WHERE l.scope = r.scope AND l.key = r.key;
     END IF;
     IF p_ring <> '{}' THEN
         -- 1. lock up to p_n simple lanes with a due job and room, in round-robin order (the
@@ -173,7 +179,7 @@ BEGIN
         -- 2. a new snapshot: each locked lane's room, and its due jobs up to that room
         IF l_scope IS NOT NULL THEN
             -- the calling worker's next claim goes on after the last lane visited
-            PERFORM set_config('soniq.lane_cursor', jsonb_build_array(
+            ignored := set_config('soniq.lane_cursor', jsonb_build_array(
                 l_scope[cardinality(l_scope)], l_key[cardinality(l_key)])::text, true);
             WITH lanes AS MATERIALIZED (
                 -- room: max less the lane's jobs in `processing` (none counted for a lane
@@ -265,15 +271,15 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF p_freed IS NOT NULL AND (
-        EXISTS (  -- a counter row it gave back still has room after this claim
+    IF (counters AND EXISTS (  -- a counter row it gave back still has room after this claim
             SELECT FROM (SELECT DISTINCT r.scope, r.key
                          FROM {schema}.soniq_freed_rows(p_freed) AS r) AS f
             CROSS JOIN LATERAL (
                 SELECT FROM {schema}.soniq_limits AS l
                 WHERE l.scope = f.scope AND l.key = f.key AND l.running < l.max
-            ) AS x)
-        OR EXISTS (  -- a simple lane it freed and did not take again has a due job
+            ) AS x))
+        OR (p_freed IS NOT NULL AND EXISTS (
+            -- a simple lane it freed and did not take again has a due job
             SELECT FROM (SELECT DISTINCT f.v->>1 AS scope, f.v->>2 AS key
                          FROM jsonb_array_elements(p_freed) AS f(v)
                          WHERE jsonb_typeof(f.v->3) IS DISTINCT FROM 'array') AS f
@@ -284,8 +290,8 @@ BEGIN
                 LIMIT 1
             ) AS x
             -- (a lane it took again wakes the others above if it left room in it)
-            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key)))
-    ) THEN
+            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key))))
+    THEN
         -- wake the other workers
         PERFORM pg_notify(p_channel, q.queue)
         FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
@@ -301,7 +307,7 @@ CREATE OR REPLACE FUNCTION {schema}.soniq_gate_claim(
 ) RETURNS SETOF uuid
 LANGUAGE sql ROWS 10 AS $$
     SELECT {schema}.soniq_gate_claim(p_scopes, p_ring, p_queues, p_paused, p_n, p_freed,
-                                     p_channel, NULL::text)
+                                     p_channel, NULL::text, NULL::uuid[])
 $$;
 
 -- Counters as this version keeps them: a concurrency row counts the running jobs that took a
