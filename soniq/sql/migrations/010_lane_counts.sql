@@ -140,7 +140,7 @@ BEGIN
         FROM (
             SELECT c.scope, c.key, c.max FROM (
                 (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
-                 WHERE c.scope = p_ring[1] AND (p_after IS NULL OR c.key > p_after)
+                 WHERE c.scope = p_ring[1] AND c.key > p_after  -- (an index range)
                  ORDER BY c.key)
                 UNION ALL
                 (SELECT c.scope, c.key, c.max
@@ -151,7 +151,7 @@ BEGIN
                  ) AS c)
                 UNION ALL
                 (SELECT c.scope, c.key, c.max FROM {schema}.soniq_limits AS c
-                 WHERE c.scope = p_ring[1] AND p_after IS NOT NULL AND c.key <= p_after
+                 WHERE c.scope = p_ring[1] AND (p_after IS NULL OR c.key <= p_after)
                  ORDER BY c.key)
             ) AS c
             WHERE CASE
