@@ -94,6 +94,9 @@ DECLARE
     l_free integer[];
     picked uuid[] := '{}';
     picked_lane bigint[];
+    left_room boolean;  -- a lane it locked still has room after its picks
+    wake boolean := false;
+    one uuid;
     cand record;
     lane record;
     job record;
@@ -211,22 +214,29 @@ BEGIN
             )
             SELECT COALESCE((SELECT array_agg(chosen.id) FROM chosen), '{}'),
                    (SELECT array_agg(chosen.i) FROM chosen),
-                   (SELECT array_agg(lanes.free ORDER BY lanes.i) FROM lanes)
-            INTO picked, picked_lane, l_free;
+                   (SELECT array_agg(lanes.free ORDER BY lanes.i) FROM lanes),
+                   EXISTS (SELECT FROM lanes WHERE lanes.free > (
+                       SELECT count(*) FROM chosen WHERE chosen.i = lanes.i))
+            INTO picked, picked_lane, l_free, left_room;
             taken := cardinality(picked);
-            RETURN QUERY SELECT unnest(picked);
-            -- a lane it held with room left and a due job it did not take (its batch was
-            -- full): a claimer that found the lane locked meanwhile skipped it, so wake them
-            PERFORM pg_notify(p_channel, x.queue)
-            FROM unnest(l_scope, l_key, l_free) WITH ORDINALITY AS u(scope, key, free, i)
-            CROSS JOIN LATERAL (
-                SELECT q.queue FROM {schema}.soniq_jobs AS q
-                WHERE q.limit_scope = u.scope AND q.limit_key = u.key
-                  AND q.status = 'queued' AND q.scheduled_at <= now()
-                  AND NOT (q.id = ANY(picked))
-                LIMIT 1
-            ) AS x
-            WHERE u.free > (SELECT count(*) FROM unnest(picked_lane) AS t(i) WHERE t.i = u.i);
+            FOREACH one IN ARRAY picked LOOP
+                RETURN NEXT one;
+            END LOOP;
+            IF left_room THEN
+                -- a lane it held with room left and a due job it did not take (its batch
+                -- was full): a claimer that met the lane locked skipped it, so wake them
+                PERFORM pg_notify(p_channel, x.queue)
+                FROM unnest(l_scope, l_key, l_free) WITH ORDINALITY AS u(scope, key, free, i)
+                CROSS JOIN LATERAL (
+                    SELECT q.queue FROM {schema}.soniq_jobs AS q
+                    WHERE q.limit_scope = u.scope AND q.limit_key = u.key
+                      AND q.status = 'queued' AND q.scheduled_at <= now()
+                      AND NOT (q.id = ANY(picked))
+                    LIMIT 1
+                ) AS x
+                WHERE u.free > (SELECT count(*) FROM unnest(picked_lane) AS t(i)
+                                WHERE t.i = u.i);
+            END IF;
         END IF;
     END IF;
     IF NOT (p_scopes <@ p_ring) THEN  -- lanes that keep counters
@@ -271,15 +281,20 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF (counters AND EXISTS (  -- a counter row it gave back still has room after this claim
+    -- wake the other workers if a counter row it gave back still has room after this claim,
+    -- or a simple lane it freed and did not take again has a due job (a lane it took again
+    -- woke them above if it left room in it); each query only when it can find something
+    IF counters THEN
+        wake := EXISTS (
             SELECT FROM (SELECT DISTINCT r.scope, r.key
                          FROM {schema}.soniq_freed_rows(p_freed) AS r) AS f
             CROSS JOIN LATERAL (
                 SELECT FROM {schema}.soniq_limits AS l
                 WHERE l.scope = f.scope AND l.key = f.key AND l.running < l.max
-            ) AS x))
-        OR (p_freed IS NOT NULL AND EXISTS (
-            -- a simple lane it freed and did not take again has a due job
+            ) AS x);
+    END IF;
+    IF NOT wake AND jsonb_path_exists(p_freed, 'strict $[*] ? (@[3].type() != "array")') THEN
+        wake := EXISTS (
             SELECT FROM (SELECT DISTINCT f.v->>1 AS scope, f.v->>2 AS key
                          FROM jsonb_array_elements(p_freed) AS f(v)
                          WHERE jsonb_typeof(f.v->3) IS DISTINCT FROM 'array') AS f
@@ -289,10 +304,9 @@ BEGIN
                   AND q.status = 'queued' AND q.scheduled_at <= now()
                 LIMIT 1
             ) AS x
-            -- (a lane it took again wakes the others above if it left room in it)
-            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key))))
-    THEN
-        -- wake the other workers
+            WHERE (f.scope, f.key) NOT IN (SELECT * FROM unnest(l_scope, l_key)));
+    END IF;
+    IF wake THEN
         PERFORM pg_notify(p_channel, q.queue)
         FROM (SELECT DISTINCT f.v->>0 AS queue FROM jsonb_array_elements(p_freed) AS f(v)) AS q;
     END IF;
