@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.common import Result, fresh_schema, timed_rate
-from benchmarks.drain import CONCURRENCY, drain_filled
+from benchmarks.drain import CONCURRENCY, drain, drain_filled
 from benchmarks.flow_jobs import FLEET_MAX, RATE_MAX, register
 from soniq import Soniq
 
@@ -53,3 +53,37 @@ async def drain_limited(url: str, n: int, keys: int) -> Result:
         timed_rate(n, seconds),
         extra={"measured_at": time.time()},
     )
+
+
+def _median_row(rows: list[Result]) -> Result:
+    """The round with the median rate, carrying every round's rate."""
+    ordered = sorted(rows, key=lambda r: r.rate or 0.0)
+    row = ordered[len(ordered) // 2]
+    row.extra["round_rates"] = [round(r.rate or 0) for r in rows]
+    if len(rows) > 1:
+        row.what += f" (median of {len(rows)} rounds)"
+    return row
+
+
+async def drain_rounds(url: str, n: int, rounds: int) -> tuple[Result, Result, Result, Result]:
+    """The plain drain and the three limited drains, ``rounds`` times in turn (so every
+    workload meets the same weather on a shared machine); each row is its median round, and
+    the ratios are ratios of medians."""
+    runs: dict[str, list[Result]] = {"plain": [], "fleet": [], "lanes": [], "rated": []}
+    for _ in range(rounds):
+        plain = await drain(url, n)
+        plain.key = "soniq.drain(flow ref)"
+        runs["plain"].append(plain)
+        runs["fleet"].append(await drain_limited(url, n, keys=0))
+        runs["lanes"].append(await drain_limited(url, n, keys=100))
+        runs["rated"].append(await drain_limited(url, n, keys=RATED))
+    plain_row = _median_row(runs["plain"])
+    out = [plain_row]
+    for name in ("fleet", "lanes", "rated"):
+        row = _median_row(runs[name])
+        row.extra["round_ratios"] = [
+            round((r.rate or 0) / (p.rate or 1), 2)
+            for r, p in zip(runs[name], runs["plain"], strict=True)
+        ]
+        out.append(row)
+    return out[0], out[1], out[2], out[3]

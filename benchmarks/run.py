@@ -122,17 +122,19 @@ async def run(args: argparse.Namespace) -> list[Result]:
         show(c, s)
 
     if "flow" in groups:
-        # limited drains next to a plain drain of the same size, in the same run
-        plain = await drain.drain(url, counts["drain"])
-        plain.key = "soniq.drain(flow ref)"
-        fleet = await flow.drain_limited(url, counts["drain"], keys=0)
-        lanes = await flow.drain_limited(url, counts["drain"], keys=100)
-        rated = await flow.drain_limited(url, counts["drain"], keys=flow.RATED)
+        # limited drains next to a plain drain of the same size, in the same run, in turn
+        # over a few rounds: medians, and ratios of medians
+        plain, fleet, lanes, rated = await flow.drain_rounds(
+            url, counts["drain"], 1 if args.quick else 3
+        )
         judge(fleet, plain, 0.50, "the plain drain")
         judge(lanes, plain, 0.50, "the plain drain")
         if rated.rate and plain.rate:  # reported, no target
             rated.ratio = rated.rate / plain.rate
         show(plain, fleet, lanes, rated)
+        print(f"  rounds, plain jobs/s: {plain.extra['round_rates']}", flush=True)
+        for r in (fleet, lanes, rated):
+            print(f"  rounds, {r.key} / plain: {r.extra['round_ratios']}", flush=True)
 
     if "drain" in groups:
         # the ceiling before and after the drain, averaged: both see the same weather
