@@ -16,6 +16,7 @@ from soniq.limits import WorkerGates
 from soniq.outcomes import EMPTY_BATCH, Batch
 
 RING = ["key:t.lane"]
+CAP = ["task:t.cap"]
 
 
 def _done(rows: list[Any]) -> Batch:
@@ -24,12 +25,22 @@ def _done(rows: list[Any]) -> Batch:
 
 
 async def _claim(
-    app: Soniq, conn: Any, worker: str, n: int, batch: Batch = EMPTY_BATCH
+    app: Soniq, conn: Any, worker: str, n: int, batch: Batch = EMPTY_BATCH, ring: list[str] = RING
 ) -> list[Any]:
     db = await app.database()
     return await db.job_report_and_claim_gated(  # type: ignore[no-any-return]
-        conn, worker, n, batch, RING, None, [], RING, None
+        conn, worker, n, batch, ring, None, [], ring, None
     )
+
+
+async def _capped(app: Soniq) -> None:
+    """Task t.cap (max_concurrency=3, lane CAP) with 6 queued jobs."""
+
+    @app.job(name="t.cap", max_concurrency=3)
+    async def cap() -> None: ...
+
+    await _register(app, ["a"])
+    await app.enqueue_many("t.cap", [{} for _ in range(6)])
 
 
 async def _register(app: Soniq, workers: list[str]) -> None:
@@ -156,26 +167,14 @@ async def _notified_by(app: Soniq, listener: Any, run: Any) -> list[str]:
 
 
 async def test_a_freed_lane_with_room_left_wakes_the_other_workers(app: Soniq) -> None:
-    @app.job(name="t.cap", max_concurrency=3)
-    async def cap() -> None: ...
-
-    await _register(app, ["a"])
-    await app.enqueue_many("t.cap", [{} for _ in range(6)])
-    ring = ["task:t.cap"]
-    db = await app.database()
+    await _capped(app)
     async with app.backend.acquire() as a, app.backend.acquire() as listener:
-        first = await db.job_report_and_claim_gated(
-            a, "a", 1, EMPTY_BATCH, ring, None, [], ring, None
-        )
+        first = await _claim(app, a, "a", 1, ring=CAP)
         assert len(first) == 1
         second: list[Any] = []
 
         async def report_and_claim_one() -> None:
-            second.extend(
-                await db.job_report_and_claim_gated(
-                    a, "a", 1, _done(first), ring, None, [], ring, None
-                )
-            )
+            second.extend(await _claim(app, a, "a", 1, _done(first), ring=CAP))
 
         # it frees the lane, takes one job, and leaves room for two more: others may take them
         assert await _notified_by(app, listener, report_and_claim_one) == ["default"]
@@ -198,22 +197,12 @@ async def test_a_lane_its_claim_filled_again_wakes_nobody(app: Soniq) -> None:
 
 
 async def test_a_lane_left_with_room_by_a_full_batch_wakes_the_other_workers(app: Soniq) -> None:
-    @app.job(name="t.cap", max_concurrency=3)
-    async def cap() -> None: ...
-
-    await _register(app, ["a"])
-    await app.enqueue_many("t.cap", [{} for _ in range(6)])
-    ring = ["task:t.cap"]
-    db = await app.database()
+    await _capped(app)
     async with app.backend.acquire() as a, app.backend.acquire() as listener:
         got: list[Any] = []
 
         async def claim_one() -> None:  # no outcome to report: only the lane's room tells
-            got.extend(
-                await db.job_report_and_claim_gated(
-                    a, "a", 1, EMPTY_BATCH, ring, None, [], ring, None
-                )
-            )
+            got.extend(await _claim(app, a, "a", 1, ring=CAP))
 
         # another worker's claim that met the lane locked skipped it: it must hear of the room
         assert await _notified_by(app, listener, claim_one) == ["default"]
@@ -221,11 +210,7 @@ async def test_a_lane_left_with_room_by_a_full_batch_wakes_the_other_workers(app
         got.clear()
 
         async def claim_the_rest() -> None:
-            got.extend(
-                await db.job_report_and_claim_gated(
-                    a, "a", 5, EMPTY_BATCH, ring, None, [], ring, None
-                )
-            )
+            got.extend(await _claim(app, a, "a", 5, ring=CAP))
 
         assert await _notified_by(app, listener, claim_the_rest) == []  # filled: no room
         assert len(got) == 2
