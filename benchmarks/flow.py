@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 from benchmarks.common import Result, fresh_schema, timed_rate
@@ -67,8 +68,8 @@ def _median_row(rows: list[Result]) -> Result:
 
 async def drain_rounds(url: str, n: int, rounds: int) -> tuple[Result, Result, Result, Result]:
     """The plain drain and the three limited drains, ``rounds`` times in turn (so every
-    workload meets the same weather on a shared machine); each row is its median round, and
-    the ratios are ratios of medians."""
+    workload meets the same weather on a shared machine). Each row's rate is its median
+    round; its ratio is the median of its rounds' ratios to the plain drain of that round."""
     runs: dict[str, list[Result]] = {"plain": [], "fleet": [], "lanes": [], "rated": []}
     for _ in range(rounds):
         plain = await drain(url, n)
@@ -81,9 +82,13 @@ async def drain_rounds(url: str, n: int, rounds: int) -> tuple[Result, Result, R
     out = [plain_row]
     for name in ("fleet", "lanes", "rated"):
         row = _median_row(runs[name])
-        row.extra["round_ratios"] = [
-            round((r.rate or 0) / (p.rate or 1), 2)
-            for r, p in zip(runs[name], runs["plain"], strict=True)
+        ratios = [
+            (r.rate or 0) / (p.rate or 1) for r, p in zip(runs[name], runs["plain"], strict=True)
         ]
+        row.extra["round_ratios"] = [round(x, 3) for x in ratios]
+        # each limited drain against the plain drain of its own round (the same weather);
+        # the median round's ratio
+        row.ceiling = plain_row.key
+        row.ratio = statistics.median(ratios)
         out.append(row)
     return out[0], out[1], out[2], out[3]
