@@ -325,6 +325,9 @@ class WorkerGates:
         self._ring = sorted(set(self.simple))
         self._cursor: tuple[str, str] | None = None  # the simple lane served last
 
+    def __bool__(self) -> bool:
+        return bool(self.lanes)
+
     def ring(self, open_lanes: list[str]) -> tuple[list[str], str | None]:
         """The simple lanes among ``open_lanes`` in this worker's round-robin order, and
         the key to go on after in the first: the claim visits the lanes after the one

@@ -261,3 +261,15 @@ async def test_the_upgrade_recounts_what_runs_against_each_counter(app: Soniq) -
     assert raw == {("key:t.lane", "acme"): 0, ("key:t.combo", "acme"): 1, ("task:t.combo", ""): 1}
     shown = {(r["scope"], r["key"]): r["running"] for r in await db.limit_list()}
     assert shown[("key:t.lane", "acme")] == 1  # counted from its running job
+
+
+def test_a_worker_without_limited_tasks_keeps_the_plain_claim(app: Soniq) -> None:
+    @app.job(name="t.plain")
+    async def plain() -> None: ...
+
+    assert not WorkerGates(app.registry.tasks)  # the worker runs the plain statement
+
+    @app.job(name="t.lane", max_concurrency_per_key=1)
+    async def lane() -> None: ...
+
+    assert WorkerGates(app.registry.tasks)
