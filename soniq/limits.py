@@ -287,7 +287,7 @@ class WorkerGates:
 
     def __init__(self, tasks: dict[str, Task[Any, Any]]) -> None:
         self.lanes: list[tuple[str, ExecutionWindow | None]] = []
-        self.simple: list[str] = []  # lanes whose jobs have no other row to take a slot in
+        simple: set[str] = set()  # lanes whose jobs have no other row to take a slot in
         sync: dict[str, tuple[int, int | None]] = {}
         rate: set[str] = set()
         for task in tasks.values():
@@ -298,7 +298,7 @@ class WorkerGates:
             if not task.rate_limits and not (
                 task.max_concurrency is not None and task.max_concurrency_per_key is not None
             ):
-                self.simple += lane_scopes(task)
+                simple.update(lane_scopes(task))
             if task.max_concurrency_per_key is not None:
                 sync[f"key:{task.name}"] = (task.max_concurrency_per_key, None)
             if task.max_concurrency is not None:
@@ -322,7 +322,7 @@ class WorkerGates:
         self._all = [s for s, _ in self.lanes]
         self._windowed = any(w is not None for _, w in self.lanes)
         self._open: tuple[int, list[str]] | None = None  # (UTC minute, its open lanes)
-        self._ring = sorted(set(self.simple))
+        self._ring = sorted(simple)  # the simple lanes, in round-robin order
         self._cursor: tuple[str, str] | None = None  # the simple lane served last
 
     def __bool__(self) -> bool:
