@@ -18,7 +18,7 @@ lane (a task with rate limits, or with both concurrency limits) keeps a counter:
 ``running`` of its row, like the rows of ``limit_more``.
 
 Admission. Workers whose registry has limited tasks claim with ``job_report_and_claim_gated``
-(sql/flow.sql), whose ``soniq_gate_claim`` (migration 010) admits jobs in the same statement
+(sql/flow.sql), whose ``soniq_gate_claim`` (migrations 010, 011) admits jobs in the same statement
 that moves them to ``processing``. Simple lanes are visited in the worker's round-robin order
 (from the lane its last claim visited last); a lane whose next due job is in a queue the
 worker serves and which, by the statement's snapshot, has room, is locked with

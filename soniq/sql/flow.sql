@@ -43,13 +43,17 @@ SELECT queue, paused_at FROM {schema}.soniq_paused_queues ORDER BY queue
 -- admitted job is claimed (its slots are taken); plain rows locked beyond {limit} are left.
 -- $12: the worker's queues (NULL: all); $13: paused queues; $15: the wake-up channel.
 -- Returns the last simple lane visited too (the worker's round-robin goes on after it).
+-- The function's first argument turns soniq.slots_given_back on, and its arguments are
+-- evaluated before the outcomes they read are recorded: the release trigger (which would
+-- only have returned) is not fired for them.
 {_job_report}, freed AS (
     SELECT id, queue, limit_scope, limit_key, limit_more FROM done WHERE limit_scope IS NOT NULL
     UNION ALL
     SELECT id, queue, limit_scope, limit_key, limit_more FROM other WHERE limit_scope IS NOT NULL
 ), gated AS MATERIALIZED (
     SELECT g.id FROM {schema}.soniq_gate_claim(
-        $11::text[], $14::text[], $12::text[], $13::text[], {limit},
+        CASE WHEN set_config('soniq.slots_given_back', 'on', true) = 'on' THEN $11::text[] END,
+        $14::text[], $12::text[], $13::text[], {limit},
         (SELECT jsonb_agg(jsonb_build_array(queue, limit_scope, limit_key, limit_more))
          FROM freed), $15, $16::text, (SELECT array_agg(id) FROM freed)) AS g(id)
 ), plain AS (

@@ -196,6 +196,68 @@ async def test_a_lane_its_claim_filled_again_wakes_nobody(app: Soniq) -> None:
         assert len(second) == 1
 
 
+async def test_a_freed_lane_the_claim_passed_by_wakes_the_workers_of_its_queue(
+    app: Soniq,
+) -> None:
+    await _register(app, ["a"])
+    for key in ("acme", "beta"):
+        await app.enqueue_many("t.lane", [{} for _ in range(2)], concurrency_key=key)
+    async with app.backend.acquire() as a, app.backend.acquire() as listener:
+        gates = WorkerGates(app.registry.tasks)
+        db = await app.database()
+
+        async def claim(batch: Batch) -> list[Any]:
+            ring, after = gates.ring(RING)
+            rows = await db.job_report_and_claim_gated(
+                a, "a", 1, batch, RING, None, [], ring, after
+            )
+            gates.served(rows)
+            return rows  # type: ignore[no-any-return]
+
+        first = await claim(EMPTY_BATCH)
+        second: list[Any] = []
+
+        async def report_and_claim_one() -> None:
+            second.extend(await claim(_done(first)))
+
+        # the round-robin goes on to the other lane: the one it freed is left for others
+        assert await _notified_by(app, listener, report_and_claim_one) == ["default"]
+        assert len(second) == 1
+        lanes = await a.fetch(
+            f'SELECT limit_key FROM "{app.schema}".soniq_jobs WHERE id = ANY($1::uuid[])',
+            [first[0]["id"], second[0]["id"]],
+        )
+        assert sorted(r["limit_key"] for r in lanes) == ["acme", "beta"]
+
+
+async def test_the_claim_gives_back_its_own_slots_without_the_release_trigger(
+    app: Soniq,
+) -> None:
+    """The claim statement records its outcomes with the release trigger switched off (the
+    trigger would only have returned); an outcome recorded any other way still fires it."""
+    await _register(app, ["a"])
+    await app.enqueue_many("t.lane", [{} for _ in range(2)], concurrency_key="acme")
+    db = await app.database()
+    fired = (
+        "SELECT COALESCE(sum(calls), 0) FROM pg_stat_user_functions "
+        "WHERE schemaname = $1 AND funcname = 'soniq_limit_release'"
+    )
+    async with app.backend.acquire() as a, app.backend.acquire() as reader:
+        await a.execute("SET track_functions = 'all'")
+        first = await _claim(app, a, "a", 1)
+        second = await _claim(app, a, "a", 1, _done(first))  # records first's outcome
+        assert len(second) == 1
+        await db.job_report(a, "a", _done(second))  # the outcome on its own: the trigger
+        await a.execute("SELECT pg_stat_force_next_flush()")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (calls := await reader.fetchval(fired, app.schema)) < 1:
+            assert loop.time() < deadline, "the release trigger's call never showed"
+            await reader.execute("SELECT pg_stat_clear_snapshot()")
+            await asyncio.sleep(0.05)
+        assert calls == 1  # the second outcome's, none for the first
+
+
 async def test_a_lane_left_with_room_by_a_full_batch_wakes_the_other_workers(app: Soniq) -> None:
     await _capped(app)
     async with app.backend.acquire() as a, app.backend.acquire() as listener:
