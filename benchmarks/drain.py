@@ -246,9 +246,18 @@ async def drain_filled(
 
 async def drain(url: str, n: int, profile: Path | None = None) -> Result:
     """``n`` queued no-op jobs drained by one fresh worker process."""
-    schema = "bench_drain"
-    await _fill(url, schema, n)
-    d = await drain_filled(url, schema, n, profile=profile)
+    await fill_plain(url, n)
+    return await drain_plain(url, n, profile)
+
+
+async def fill_plain(url: str, n: int) -> None:
+    """Queue the jobs of :func:`drain` (its schema, fresh)."""
+    await _fill(url, "bench_drain", n)
+
+
+async def drain_plain(url: str, n: int, profile: Path | None = None) -> Result:
+    """The drain of :func:`drain`, on the jobs :func:`fill_plain` queued."""
+    d = await drain_filled(url, "bench_drain", n, profile=profile)
     row = d.row
     return Result(
         "soniq.drain",

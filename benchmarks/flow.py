@@ -6,7 +6,7 @@ import statistics
 import time
 
 from benchmarks.common import Result, fresh_schema, timed_rate
-from benchmarks.drain import CONCURRENCY, drain, drain_filled
+from benchmarks.drain import CONCURRENCY, drain_filled, drain_plain, fill_plain
 from benchmarks.flow_jobs import FLEET_MAX, RATE_MAX, register
 from soniq import Soniq
 
@@ -35,11 +35,18 @@ async def _fill(url: str, schema: str, n: int, keys: int) -> None:
         await app.close()
 
 
+SCHEMA = "bench_flow"
+
+
 async def drain_limited(url: str, n: int, keys: int) -> Result:
     """``n`` limited no-op jobs drained by one fresh worker process (concurrency 10)."""
-    schema = "bench_flow"
-    await _fill(url, schema, n, keys)
-    seconds = (await drain_filled(url, schema, n, jobs_module="benchmarks.flow_jobs")).seconds
+    await _fill(url, SCHEMA, n, keys)
+    return await _drain_filled_limited(url, n, keys)
+
+
+async def _drain_filled_limited(url: str, n: int, keys: int) -> Result:
+    """The drain of :func:`drain_limited`, on the jobs ``_fill`` queued."""
+    seconds = (await drain_filled(url, SCHEMA, n, jobs_module="benchmarks.flow_jobs")).seconds
     if keys == 0:
         key, what = "soniq.drain_max_concurrency", f"max_concurrency={FLEET_MAX}"
     elif keys == RATED:
@@ -67,28 +74,32 @@ def _median_row(rows: list[Result]) -> Result:
 
 
 async def drain_rounds(url: str, n: int, rounds: int) -> tuple[Result, Result, Result, Result]:
-    """The plain drain and the three limited drains, ``rounds`` times in turn (so every
-    workload meets the same weather on a shared machine). Each row's rate is its median
-    round; its ratio is the median of its rounds' ratios to the plain drain of that round."""
+    """Each limited drain paired with a plain drain, ``rounds`` times: both of a pair are
+    queued first and then drained back to back (which goes first alternates by round), so
+    the two meet the same weather on a shared machine. A row's rate is its median round; a
+    limited row's ratio is the median of its pairs' ratios."""
     runs: dict[str, list[Result]] = {"plain": [], "fleet": [], "lanes": [], "rated": []}
-    for _ in range(rounds):
-        plain = await drain(url, n)
-        plain.key = "soniq.drain(flow ref)"
-        runs["plain"].append(plain)
-        runs["fleet"].append(await drain_limited(url, n, keys=0))
-        runs["lanes"].append(await drain_limited(url, n, keys=100))
-        runs["rated"].append(await drain_limited(url, n, keys=RATED))
+    pairs: dict[str, list[float]] = {"fleet": [], "lanes": [], "rated": []}
+    for r in range(rounds):
+        for i, (name, keys) in enumerate((("fleet", 0), ("lanes", 100), ("rated", RATED))):
+            await fill_plain(url, n)
+            await _fill(url, SCHEMA, n, keys)
+            if (r + i) % 2 == 0:
+                plain = await drain_plain(url, n)
+                limited = await _drain_filled_limited(url, n, keys)
+            else:
+                limited = await _drain_filled_limited(url, n, keys)
+                plain = await drain_plain(url, n)
+            plain.key = "soniq.drain(flow ref)"
+            runs["plain"].append(plain)
+            runs[name].append(limited)
+            pairs[name].append((limited.rate or 0) / (plain.rate or 1))
     plain_row = _median_row(runs["plain"])
     out = [plain_row]
     for name in ("fleet", "lanes", "rated"):
         row = _median_row(runs[name])
-        ratios = [
-            (r.rate or 0) / (p.rate or 1) for r, p in zip(runs[name], runs["plain"], strict=True)
-        ]
-        row.extra["round_ratios"] = [round(x, 3) for x in ratios]
-        # each limited drain against the plain drain of its own round (the same weather);
-        # the median round's ratio
+        row.extra["round_ratios"] = [round(x, 3) for x in pairs[name]]
         row.ceiling = plain_row.key
-        row.ratio = statistics.median(ratios)
+        row.ratio = statistics.median(pairs[name])
         out.append(row)
     return out[0], out[1], out[2], out[3]

@@ -122,8 +122,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
         show(c, s)
 
     if "flow" in groups:
-        # limited drains next to a plain drain of the same size, in the same run, in turn
-        # over a few rounds: median rates, and the median of each round's ratio (set by
+        # each limited drain paired with a plain drain of the same size, run back to back,
+        # over a few rounds: median rates, and the median of each pair's ratio (set by
         # drain_rounds; the rate-limited row has no target)
         plain, fleet, lanes, rated = await flow.drain_rounds(
             url, counts["drain"], 1 if args.quick else 3
@@ -132,9 +132,9 @@ async def run(args: argparse.Namespace) -> list[Result]:
             row.target = ">= 0.50 x the plain drain"
             row.passed = row.ratio is not None and row.ratio >= 0.50
         show(plain, fleet, lanes, rated)
-        print(f"  rounds, plain jobs/s: {plain.extra['round_rates']}", flush=True)
+        print(f"  plain drains (one per pair), jobs/s: {plain.extra['round_rates']}", flush=True)
         for r in (fleet, lanes, rated):
-            print(f"  rounds, {r.key} / plain: {r.extra['round_ratios']}", flush=True)
+            print(f"  pairs, {r.key} / plain: {r.extra['round_ratios']}", flush=True)
 
     if "drain" in groups:
         # the ceiling before and after the drain, averaged: both see the same weather
