@@ -38,14 +38,9 @@ async def _fill(url: str, schema: str, n: int, keys: int) -> None:
 SCHEMA = "bench_flow"
 
 
-async def drain_limited(url: str, n: int, keys: int) -> Result:
-    """``n`` limited no-op jobs drained by one fresh worker process (concurrency 10)."""
-    await _fill(url, SCHEMA, n, keys)
-    return await _drain_filled_limited(url, n, keys)
-
-
 async def _drain_filled_limited(url: str, n: int, keys: int) -> Result:
-    """The drain of :func:`drain_limited`, on the jobs ``_fill`` queued."""
+    """The limited no-op jobs ``_fill`` queued, drained by one fresh worker process
+    (concurrency 10)."""
     seconds = (await drain_filled(url, SCHEMA, n, jobs_module="benchmarks.flow_jobs")).seconds
     if keys == 0:
         key, what = "soniq.drain_max_concurrency", f"max_concurrency={FLEET_MAX}"
